@@ -1,0 +1,111 @@
+"""The harmonized AnnData schema (METHODS §2) and its validation."""
+from __future__ import annotations
+
+import re
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+UNKNOWN = -666  # sentinel for psbulk_cells / psbulk_counts when not meaningful
+
+DONOR_FIELDS = [
+    "organism", "sex", "development_stage", "disease", "tissue", "tissue_type",
+    "suspension_type", "self_reported_ethnicity",
+]
+# column -> pandas dtype kind the column must have ("O" string/object, "f" float, "i" int, "b" bool)
+OBS_COLUMNS: dict[str, str] = {
+    "plate": "O", "well": "O", "cell_type": "O", "perturbagen": "O", "pert_type": "O",
+    "is_control": "b", "pert_dose_uM": "f", "pert_time_h": "f", "assay": "O", "dataset": "O",
+    **{f: "O" for f in DONOR_FIELDS},
+    "pubchem_cid": "O", "psbulk_cells": "i", "psbulk_counts": "i",
+}
+OPTIONAL_OBS = ["perturbagen_name", "split", "qc_pass", "percent_volume_dmso", "pert_id", "inchikey",
+                "cid_method"]
+VAR_COLUMNS = {"symbol": "O"}
+
+CELL_TYPE_PATTERN = re.compile(r"^(CVCL_[0-9A-Z]{4}|CL_\d{7})$")
+ENSEMBL_PATTERN = re.compile(r"^ENSG\d{11}$")
+CID_PATTERN = re.compile(r"^\d+$")
+CONTROL_NAME = "DMSO"
+
+
+def make_sample_id(plate, well, perturbagen, cell_type) -> pd.Series:
+    """``plate_well_perturbagen_cell_type``, the harmonized obs index."""
+    parts = [pd.Series(np.asarray(x, dtype=object)).astype(str) for x in (plate, well, perturbagen, cell_type)]
+    return parts[0] + "_" + parts[1] + "_" + parts[2] + "_" + parts[3]
+
+
+def validate_harmonized(adata: ad.AnnData) -> list[str]:
+    """Return every schema violation of a harmonized AnnData (empty list: valid).
+
+    Checks required obs/var columns and dtypes, ID patterns (cell types, Ensembl,
+    CIDs), doses ≥ 0 and 0 for controls, controls present in every cell_type
+    stratum, and unique sample and gene IDs.
+    """
+    problems: list[str] = []
+    obs, var = adata.obs, adata.var
+    for col, kind in OBS_COLUMNS.items():
+        if col not in obs.columns:
+            problems.append(f"obs: missing column '{col}'")
+            continue
+        dt = obs[col].dtype
+        actual = "O" if (dt == object or isinstance(dt, (pd.CategoricalDtype, pd.StringDtype))) else dt.kind
+        if kind != actual:
+            problems.append(f"obs['{col}']: dtype {dt} but the schema wants kind '{kind}'")
+    for col in VAR_COLUMNS:
+        if col not in var.columns:
+            problems.append(f"var: missing column '{col}'")
+    if obs.index.has_duplicates:
+        dups = obs.index[obs.index.duplicated()].unique()[:5].tolist()
+        problems.append(f"obs: duplicate sample IDs {dups}")
+    if var.index.has_duplicates:
+        problems.append(f"var: duplicate gene IDs {var.index[var.index.duplicated()].unique()[:5].tolist()}")
+    bad_genes = [g for g in var.index if not ENSEMBL_PATTERN.match(str(g))]
+    if bad_genes:
+        problems.append(f"var: {len(bad_genes)} gene IDs are not Ensembl (e.g. {bad_genes[:3]})")
+    if problems:
+        return problems
+    bad_ct = sorted({c for c in obs["cell_type"].astype(str) if not CELL_TYPE_PATTERN.match(c)})
+    if bad_ct:
+        problems.append(f"obs['cell_type']: not CVCL_/CL_ IDs: {bad_ct[:5]}")
+    cid = obs["pubchem_cid"].astype(object)
+    bad_cid = sorted({str(c) for c in cid if isinstance(c, str) and c and not CID_PATTERN.match(c)})
+    if bad_cid:
+        problems.append(f"obs['pubchem_cid']: not numeric CIDs: {bad_cid[:5]}")
+    dose = obs["pert_dose_uM"].to_numpy(dtype=float)
+    if np.any(~np.isfinite(dose) & ~obs["is_control"].to_numpy()) or np.any(dose < 0):
+        problems.append("obs['pert_dose_uM']: negative or non-finite doses")
+    ctrl = obs["is_control"].to_numpy(dtype=bool)
+    if np.any(dose[ctrl] != 0):
+        problems.append("obs['pert_dose_uM']: controls must have dose 0")
+    strata = obs.groupby("cell_type", observed=True)["is_control"].any()
+    missing = strata.index[~strata.to_numpy()].tolist()
+    if missing:
+        problems.append(f"no DMSO controls in cell_type strata {missing[:5]}")
+    for col in ("psbulk_cells", "psbulk_counts"):
+        v = obs[col].to_numpy()
+        if np.any((v < 0) & (v != UNKNOWN)):
+            problems.append(f"obs['{col}']: negative values other than {UNKNOWN}")
+    return problems
+
+
+def finalize_obs(obs: pd.DataFrame) -> pd.DataFrame:
+    """Cast obs columns to their schema dtypes and index by ``sample_id``."""
+    obs = obs.copy()
+    for col, kind in OBS_COLUMNS.items():
+        if col not in obs.columns:
+            raise KeyError(f"harmonized obs lacks required column '{col}'")
+        if kind == "O":
+            obs[col] = obs[col].astype(object).where(obs[col].notna(), None)
+            obs[col] = [None if v is None else str(v) for v in obs[col]]
+            obs[col] = obs[col].astype(object)
+        elif kind == "f":
+            obs[col] = obs[col].astype(float)
+        elif kind == "i":
+            obs[col] = obs[col].astype(np.int64)
+        elif kind == "b":
+            obs[col] = obs[col].astype(bool)
+    obs.index = make_sample_id(obs["plate"], obs["well"], obs["perturbagen"], obs["cell_type"]).to_numpy()
+    obs.index.name = "sample_id"
+    return obs
