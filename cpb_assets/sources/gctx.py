@@ -1,0 +1,151 @@
+"""Readers and a writer for the Connectivity Map matrix formats.
+
+GCTX 1.0 is HDF5: ``0/DATA/0/matrix`` stored samples × genes (the transpose
+of the logical genes × samples matrix), ``0/META/ROW/<field>`` and
+``0/META/COL/<field>`` one 1-d dataset per metadata field, ``id`` among them.
+GCT 1.3 is tab-separated text: ``#1.3``, a dimensions line
+(rows, cols, row-meta fields, col-meta fields), a header, the column
+metadata as rows, then one row per gene.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from cpb_assets.errors import SourceFormatError
+
+MATRIX = "0/DATA/0/matrix"
+ROW_META = "0/META/ROW"
+COL_META = "0/META/COL"
+
+
+@dataclass
+class GCT:
+    """A genes × samples matrix with its row (gene) and column (sample) metadata."""
+
+    data: np.ndarray  # (n_genes, n_samples)
+    row_meta: pd.DataFrame  # index: row id
+    col_meta: pd.DataFrame  # index: column id
+
+
+def _typed(values: list | np.ndarray) -> np.ndarray:
+    """Decode bytes; numeric-looking columns become float, others str."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "S":
+        arr = np.char.decode(arr, "utf-8")
+    if arr.dtype.kind in "iuf":
+        return arr.astype(float)
+    as_num = pd.to_numeric(pd.Series(arr, dtype=object), errors="coerce")
+    if as_num.notna().all():
+        return as_num.to_numpy(dtype=float)
+    return arr.astype(str).astype(object)
+
+
+def _meta_frame(columns: dict[str, np.ndarray], file: Path, where: str) -> pd.DataFrame:
+    if "id" not in columns:
+        raise SourceFormatError(file, f"{where}/id", "metadata has no 'id' field")
+    ids = pd.Index(np.asarray(columns.pop("id"), dtype=str), name="id")
+    if ids.has_duplicates:
+        raise SourceFormatError(file, f"{where}/id", f"duplicate IDs {ids[ids.duplicated()].unique()[:5].tolist()}")
+    frame = pd.DataFrame({k: _typed(v) for k, v in columns.items()}, index=ids)
+    return frame
+
+
+def read_gctx(path: str | Path) -> GCT:
+    """Read a GCTX (HDF5) file.
+
+    Raises
+    ------
+    SourceFormatError
+        Naming the file and the HDF5 path at fault: unreadable or truncated
+        file, missing matrix or metadata, shape mismatch, duplicate IDs, text
+        that is not UTF-8.
+    """
+    path = Path(path)
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise SourceFormatError(path, "<hdf5>", f"not a readable HDF5 file ({exc})") from exc
+    with fh:
+        for need in (MATRIX, ROW_META, COL_META):
+            if need not in fh:
+                raise SourceFormatError(path, need, "missing in the GCTX layout")
+        try:
+            matrix = fh[MATRIX][()]
+            rows = {k: fh[ROW_META][k][()] for k in fh[ROW_META]}
+            cols = {k: fh[COL_META][k][()] for k in fh[COL_META]}
+        except OSError as exc:  # truncated datasets fail on read, not on open
+            raise SourceFormatError(path, MATRIX, f"cannot read data, file truncated? ({exc})") from exc
+        try:
+            row_meta = _meta_frame(rows, path, ROW_META)
+            col_meta = _meta_frame(cols, path, COL_META)
+        except UnicodeDecodeError as exc:
+            raise SourceFormatError(path, "0/META", f"text is not UTF-8 ({exc})") from exc
+    if matrix.ndim != 2 or matrix.shape != (len(col_meta), len(row_meta)):
+        raise SourceFormatError(path, MATRIX, f"shape {matrix.shape} does not match "
+                                              f"{len(col_meta)} columns × {len(row_meta)} rows of metadata")
+    return GCT(np.ascontiguousarray(matrix.T), row_meta, col_meta)
+
+
+def read_gct(path: str | Path) -> GCT:
+    """Read a GCT 1.3 text file (the same content as a GCTX)."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            version = fh.readline().strip()
+            dims = fh.readline().rstrip("\r\n").split("\t")
+    except UnicodeDecodeError as exc:
+        raise SourceFormatError(path, "<header>", f"not UTF-8 text ({exc})") from exc
+    if version != "#1.3":
+        raise SourceFormatError(path, "<version>", f"expected '#1.3', got {version!r}")
+    try:
+        n_rows, n_cols, n_rmeta, n_cmeta = (int(x) for x in dims[:4])
+    except ValueError as exc:
+        raise SourceFormatError(path, "<dimensions>", f"bad dimension line {dims!r}") from exc
+    try:
+        table = pd.read_csv(path, sep="\t", skiprows=2, header=0, dtype=str, keep_default_na=False,
+                            encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceFormatError(path, "<body>", f"not UTF-8 text ({exc})") from exc
+    if table.shape != (n_cmeta + n_rows, 1 + n_rmeta + n_cols):
+        raise SourceFormatError(path, "<dimensions>", f"table is {table.shape}, header promises "
+                                                      f"{(n_cmeta + n_rows, 1 + n_rmeta + n_cols)}")
+    id_col = table.columns[0]
+    rmeta_cols = list(table.columns[1:1 + n_rmeta])
+    sample_cols = list(table.columns[1 + n_rmeta:])
+    col_block = table.iloc[:n_cmeta]
+    gene_block = table.iloc[n_cmeta:]
+    cols = {"id": np.array(sample_cols, dtype=object)}
+    for _, r in col_block.iterrows():
+        cols[r[id_col]] = r[sample_cols].to_numpy(dtype=object)
+    rows = {"id": gene_block[id_col].to_numpy(dtype=object)}
+    for c in rmeta_cols:
+        rows[c] = gene_block[c].to_numpy(dtype=object)
+    try:
+        data = gene_block[sample_cols].to_numpy(dtype=float)
+    except ValueError as exc:
+        raise SourceFormatError(path, "<matrix>", f"non-numeric expression values ({exc})") from exc
+    return GCT(data, _meta_frame(rows, path, "row"), _meta_frame(cols, path, "column"))
+
+
+def write_gctx(gct: GCT, path: str | Path, attrs: dict | None = None) -> None:
+    """Write a GCTX 1.0 file (used by the demo world's L1000 writer)."""
+    def put(group, frame: pd.DataFrame):
+        group.create_dataset("id", data=np.array(frame.index.astype(str), dtype="S"))
+        for c in frame.columns:
+            v = frame[c].to_numpy()
+            data = v.astype(float) if v.dtype.kind in "iuf" else np.array([str(x).encode("utf-8") for x in v],
+                                                                          dtype="S")
+            group.create_dataset(c, data=data)
+
+    with h5py.File(path, "w") as fh:
+        fh.attrs["version"] = np.bytes_(b"GCTX1.0")
+        for k, v in (attrs or {}).items():
+            fh.attrs[k] = v
+        fh.create_dataset(MATRIX, data=np.asarray(gct.data, dtype=np.float32).T, compression="gzip")
+        put(fh.create_group(ROW_META), gct.row_meta)
+        put(fh.create_group(COL_META), gct.col_meta)
