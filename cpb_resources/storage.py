@@ -17,6 +17,10 @@ import anndata as ad
 import dagster as dg
 import pandas as pd
 
+# obs string columns are nullable (a missing CID is NULL, not the text "None");
+# anndata >= 0.11 reads these, and the project pins anndata 0.12.
+ad.settings.allow_write_nullable_strings = True
+
 
 def default_home() -> Path:
     return Path(os.environ.get("CPB_HOME", Path.cwd() / ".cpb")).resolve()

@@ -36,58 +36,67 @@ def make_sample_id(plate, well, perturbagen, cell_type) -> pd.Series:
     return parts[0] + "_" + parts[1] + "_" + parts[2] + "_" + parts[3]
 
 
-def validate_harmonized(adata: ad.AnnData) -> list[str]:
-    """Return every schema violation of a harmonized AnnData (empty list: valid).
+CHECK_CATEGORIES = ("columns", "ids", "doses", "controls", "duplicates")
 
-    Checks required obs/var columns and dtypes, ID patterns (cell types, Ensembl,
-    CIDs), doses ≥ 0 and 0 for controls, controls present in every cell_type
-    stratum, and unique sample and gene IDs.
+
+def check_harmonized(adata: ad.AnnData) -> dict[str, list[str]]:
+    """Schema violations of a harmonized AnnData, by category.
+
+    Categories: ``columns`` (required obs/var columns and dtypes), ``ids``
+    (``CVCL_``/``CL_`` cell types, ``ENSG`` genes, numeric CIDs),
+    ``doses`` (≥ 0, 0 for controls, psbulk sentinels), ``controls`` (DMSO
+    present in every cell_type stratum), ``duplicates`` (sample and gene IDs).
     """
-    problems: list[str] = []
+    out: dict[str, list[str]] = {k: [] for k in CHECK_CATEGORIES}
     obs, var = adata.obs, adata.var
     for col, kind in OBS_COLUMNS.items():
         if col not in obs.columns:
-            problems.append(f"obs: missing column '{col}'")
+            out["columns"].append(f"obs: missing column '{col}'")
             continue
         dt = obs[col].dtype
         actual = "O" if (dt == object or isinstance(dt, (pd.CategoricalDtype, pd.StringDtype))) else dt.kind
         if kind != actual:
-            problems.append(f"obs['{col}']: dtype {dt} but the schema wants kind '{kind}'")
+            out["columns"].append(f"obs['{col}']: dtype {dt} but the schema wants kind '{kind}'")
     for col in VAR_COLUMNS:
         if col not in var.columns:
-            problems.append(f"var: missing column '{col}'")
+            out["columns"].append(f"var: missing column '{col}'")
     if obs.index.has_duplicates:
         dups = obs.index[obs.index.duplicated()].unique()[:5].tolist()
-        problems.append(f"obs: duplicate sample IDs {dups}")
+        out["duplicates"].append(f"obs: duplicate sample IDs {dups}")
     if var.index.has_duplicates:
-        problems.append(f"var: duplicate gene IDs {var.index[var.index.duplicated()].unique()[:5].tolist()}")
+        out["duplicates"].append(f"var: duplicate gene IDs {var.index[var.index.duplicated()].unique()[:5].tolist()}")
     bad_genes = [g for g in var.index if not ENSEMBL_PATTERN.match(str(g))]
     if bad_genes:
-        problems.append(f"var: {len(bad_genes)} gene IDs are not Ensembl (e.g. {bad_genes[:3]})")
-    if problems:
-        return problems
+        out["ids"].append(f"var: {len(bad_genes)} gene IDs are not Ensembl (e.g. {bad_genes[:3]})")
+    if out["columns"]:
+        return out  # the value checks below need the columns
     bad_ct = sorted({c for c in obs["cell_type"].astype(str) if not CELL_TYPE_PATTERN.match(c)})
     if bad_ct:
-        problems.append(f"obs['cell_type']: not CVCL_/CL_ IDs: {bad_ct[:5]}")
-    cid = obs["pubchem_cid"].astype(object)
-    bad_cid = sorted({str(c) for c in cid if isinstance(c, str) and c and not CID_PATTERN.match(c)})
+        out["ids"].append(f"obs['cell_type']: not CVCL_/CL_ IDs: {bad_ct[:5]}")
+    cid = obs["pubchem_cid"].dropna().astype(str)
+    bad_cid = sorted({c for c in cid if not CID_PATTERN.match(c)})
     if bad_cid:
-        problems.append(f"obs['pubchem_cid']: not numeric CIDs: {bad_cid[:5]}")
+        out["ids"].append(f"obs['pubchem_cid']: not numeric CIDs: {bad_cid[:5]}")
     dose = obs["pert_dose_uM"].to_numpy(dtype=float)
-    if np.any(~np.isfinite(dose) & ~obs["is_control"].to_numpy()) or np.any(dose < 0):
-        problems.append("obs['pert_dose_uM']: negative or non-finite doses")
     ctrl = obs["is_control"].to_numpy(dtype=bool)
+    if np.any(~np.isfinite(dose)) or np.any(dose < 0):
+        out["doses"].append("obs['pert_dose_uM']: negative or non-finite doses")
     if np.any(dose[ctrl] != 0):
-        problems.append("obs['pert_dose_uM']: controls must have dose 0")
-    strata = obs.groupby("cell_type", observed=True)["is_control"].any()
-    missing = strata.index[~strata.to_numpy()].tolist()
-    if missing:
-        problems.append(f"no DMSO controls in cell_type strata {missing[:5]}")
+        out["doses"].append("obs['pert_dose_uM']: controls must have dose 0")
     for col in ("psbulk_cells", "psbulk_counts"):
         v = obs[col].to_numpy()
         if np.any((v < 0) & (v != UNKNOWN)):
-            problems.append(f"obs['{col}']: negative values other than {UNKNOWN}")
-    return problems
+            out["doses"].append(f"obs['{col}']: negative values other than {UNKNOWN}")
+    strata = pd.Series(ctrl).groupby(obs["cell_type"].astype(str).to_numpy()).any()
+    missing = strata.index[~strata.to_numpy()].tolist()
+    if missing:
+        out["controls"].append(f"no DMSO controls in cell_type strata {missing[:5]}")
+    return out
+
+
+def validate_harmonized(adata: ad.AnnData) -> list[str]:
+    """Every schema violation of a harmonized AnnData (empty list: valid)."""
+    return [p for probs in check_harmonized(adata).values() for p in probs]
 
 
 def finalize_obs(obs: pd.DataFrame) -> pd.DataFrame:
@@ -97,9 +106,9 @@ def finalize_obs(obs: pd.DataFrame) -> pd.DataFrame:
         if col not in obs.columns:
             raise KeyError(f"harmonized obs lacks required column '{col}'")
         if kind == "O":
-            obs[col] = obs[col].astype(object).where(obs[col].notna(), None)
-            obs[col] = [None if v is None else str(v) for v in obs[col]]
-            obs[col] = obs[col].astype(object)
+            # nullable strings: missing stays missing (NULL in SQL) and h5ad can store it
+            obs[col] = pd.array([None if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v)
+                                 for v in obs[col]], dtype="string")
         elif kind == "f":
             obs[col] = obs[col].astype(float)
         elif kind == "i":

@@ -1,0 +1,21 @@
+"""Resource set of the platform, configured from the environment."""
+from __future__ import annotations
+
+import os
+
+from cpb_resources.catalog import CatalogResource
+from cpb_resources.compound_registry import CompoundRegistryResource
+from cpb_resources.sources import SourceCatalogResource
+from cpb_resources.storage import StorageResource
+
+
+def build_resources() -> dict:
+    """Resources from the environment: ``CPB_HOME``, ``CPB_PROFILE`` (demo | real)."""
+    home = os.environ.get("CPB_HOME", "")
+    profile = os.environ.get("CPB_PROFILE", "demo")
+    return {
+        "storage": StorageResource(home=home),
+        "catalog": CatalogResource(home=home),
+        "source_catalog": SourceCatalogResource(profile=profile),
+        "compound_resolver": CompoundRegistryResource(demo_synonyms=(profile == "demo")),
+    }
