@@ -1,0 +1,42 @@
+"""Snapshot of the asset graph: keys, partitions, dependencies and checks.
+
+When the graph changes on purpose, regenerate the snapshot with
+``CPB_UPDATE_SNAPSHOT=1 pytest tests/assets/test_graph_snapshot.py`` and review the diff.
+"""
+import json
+import os
+from pathlib import Path
+
+SNAPSHOT = Path(__file__).with_name("asset_graph.snapshot.json")
+
+
+def graph_summary() -> dict:
+    from cpb_jobs.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    out = {}
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        pd_ = node.partitions_def
+        out[key.to_user_string()] = {
+            "partitions": None if pd_ is None else sorted(pd_.get_partition_keys()),
+            "deps": sorted(k.to_user_string() for k in node.parent_keys),
+            "checks": sorted(c.name for c in node.check_keys),
+            "observable_source": not node.is_materializable,
+        }
+    return out
+
+
+def test_asset_graph_matches_snapshot():
+    current = graph_summary()
+    if os.environ.get("CPB_UPDATE_SNAPSHOT") == "1":
+        SNAPSHOT.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
+    assert current == json.loads(SNAPSHOT.read_text())
+
+
+def test_dataset_partitions_are_the_13_of_methods():
+    from cpb_assets.datasets import DATASETS
+
+    assert DATASETS == ["l1000_phase1", "l1000_phase2", "tahoe100m", "sciplex", "op3", "novartis_drugseq",
+                        "vcpi_0001", "vcpi_0002", "gdpx2", "cigs_mce", "cigs_tcm", "dilimap_train",
+                        "dilimap_train_val"]

@@ -1,0 +1,126 @@
+"""L1000 I and II end to end through Dagster: files, catalog, checks, registry, bad partitions."""
+from __future__ import annotations
+
+import hashlib
+
+import anndata as ad
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from cpb_assets.harmonize.assets import harmonized_adata
+from cpb_assets.sources.assets import raw_source
+from cpb_assets.sources.demo_world import DESIGNS
+from cpb_jobs.definitions import ALL_ASSETS, ALL_CHECKS
+from cpb_jobs.resources import build_resources
+
+
+def test_outputs_land_under_home(l1000_home):
+    for ds in ("l1000_phase1", "l1000_phase2"):
+        a = ad.read_h5ad(l1000_home / "harmonized" / f"{ds}.h5ad")
+        assert a.n_vars == 978 and a.n_obs > 1000
+        assert set(a.obs["dataset"].astype(str)) == {ds}
+    assert (l1000_home / "catalog.duckdb").exists()
+    assert (l1000_home / "sources" / "_truth" / "effects.npz").exists()
+
+
+def test_catalog_views(l1000_home):
+    con = duckdb.connect(str(l1000_home / "catalog.duckdb"), read_only=True)
+    n = dict(con.execute("select dataset, count(*) from harmonized_obs group by 1").fetchall())
+    for ds in n:
+        a = ad.read_h5ad(l1000_home / "harmonized" / f"{ds}.h5ad", backed="r")
+        assert n[ds] == a.n_obs
+    assert set(n) == {"l1000_phase1", "l1000_phase2"}
+    cols = {r[0] for r in con.execute("describe harmonized_obs").fetchall()}
+    assert {"sample_id", "pubchem_cid", "pert_dose_uM", "cell_type", "dataset"} <= cols
+    # controls are NULL-CID rows, treated rows all carry a CID in the demo world
+    nulls = con.execute("select count(*) from harmonized_obs where pubchem_cid is null and not is_control").fetchone()
+    assert nulls == (0,)
+    reasons = dict(con.execute("select reason, sum(n) from quarantine where dataset='l1000_phase1' group by 1")
+                   .fetchall())
+    d = DESIGNS["l1000_phase1"]
+    plates = len(d.cell_types) * d.replicates * len(d.times_h)
+    assert reasons == {"pert_type trt_poscon not kept (trt_cp and ctl_vehicle only)": plates,
+                       "vehicle control other than DMSO": plates}
+
+
+def test_compound_registry_resolves_every_demo_compound(l1000_home, world):
+    con = duckdb.connect(str(l1000_home / "catalog.duckdb"), read_only=True)
+    reg = con.execute("select dataset, source_id, pubchem_cid, cid_method from compounds").df()
+    truth = world.compounds.set_index("brd_id")["pubchem_cid"]
+    assert (reg["pubchem_cid"].to_numpy() == truth.loc[reg["source_id"]].to_numpy()).all()
+    # structures first; compounds shipped without structure (every 7th) fall back to the BRD ID
+    no_structure = {world.compounds["brd_id"].iloc[c] for c in range(len(world.compounds)) if c % 7 == 3}
+    by_id = reg.set_index("source_id")["cid_method"]
+    assert set(by_id[by_id == "catalog_id"].index) == no_structure & set(by_id.index)
+    assert set(by_id.unique()) == {"inchikey", "catalog_id"}
+
+
+def test_materializations_and_checks_recorded(l1000_home, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(l1000_home / "dagster"))
+    with dg.DagsterInstance.get() as instance:
+        mats = instance.get_materialized_partitions(dg.AssetKey("harmonized_adata"))
+        assert mats == {"l1000_phase1", "l1000_phase2"}
+        checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey("harmonized_adata"), n) for n in
+             ("harmonized_columns", "harmonized_ids", "harmonized_doses", "harmonized_controls",
+              "harmonized_duplicates")])
+        assert len(checks) == 5
+        assert all(c.status.value == "SUCCEEDED" for c in checks.values())
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run(selection, key, instance):
+    return dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=selection, partition_key=key, instance=instance,
+                          resources=build_resources(), raise_on_error=False)
+
+
+def test_bad_partition_fails_alone(l1000_home, tmp_path, monkeypatch):
+    """A corrupt source stops its own partition with file + field named; the other is untouched."""
+    import shutil
+
+    cpb_home = tmp_path / "cpb"
+    shutil.copytree(l1000_home, cpb_home)  # a private copy of the materialized demo home
+    monkeypatch.setenv("CPB_HOME", str(cpb_home))
+    monkeypatch.setenv("DAGSTER_HOME", str(cpb_home / "dagster"))
+    good = cpb_home / "harmonized" / "l1000_phase1.h5ad"
+    bad = cpb_home / "harmonized" / "l1000_phase2.h5ad"
+    good_sha, bad_sha = _sha(good), _sha(bad)
+    obs_before = pd.read_parquet(cpb_home / "tables" / "harmonized_obs" / "dataset=l1000_phase1")
+    inst = next((cpb_home / "sources" / "l1000_phase2").glob("*inst_info*"))
+    text = inst.read_text(encoding="utf-8")
+    inst.write_bytes(text.encode("latin-1"))  # a latin-1 µ byte
+    with dg.DagsterInstance.get() as instance:
+        checks = dg.AssetSelection.checks_for_assets(harmonized_adata)
+        result = _run(dg.AssetSelection.assets(harmonized_adata) | checks, "l1000_phase2", instance)
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        msg = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else \
+            failure.step_failure_data.error.message
+        assert inst.name in msg and ("pert_idose" in msg or "pert_dose_unit" in msg)
+        # checks did not run on the failed partition (blocked), nothing rewritten
+        assert _sha(bad) == bad_sha and _sha(good) == good_sha
+        leftovers = [p.name for p in (cpb_home / "harmonized").iterdir() if p.name.startswith(".")]
+        assert leftovers == []
+        # the other partition still materializes
+        assert _run(dg.AssetSelection.assets(harmonized_adata), "l1000_phase1", instance).success
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(cpb_home / "tables" / "harmonized_obs" / "dataset=l1000_phase1"), obs_before)
+
+
+def test_raw_source_data_version_is_content_hash(l1000_home, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(l1000_home / "dagster"))
+    from cpb_resources.sources import combined_version, folder_fingerprint
+
+    with dg.DagsterInstance.get() as instance:
+        ev = instance.get_latest_materialization_event(dg.AssetKey("raw_source"))
+        assert ev is not None
+        mat = ev.asset_materialization
+        version = mat.tags.get("dagster/data_version")
+        folder = l1000_home / "sources" / mat.partition
+        assert version == combined_version(folder_fingerprint(folder))
+        assert mat.metadata["synthetic"].value is True

@@ -1,0 +1,58 @@
+"""Shared fixtures: an isolated $CPB_HOME per test session, the demo world, real data paths."""
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO / "data" / "real"
+REAL_GCT = REAL / "l1000_ljp005" / "test_l1000.gct"
+REAL_GCTX = REAL / "l1000_ljp005" / "test_l1000_highprecision.gctx"
+
+warnings.filterwarnings("ignore", category=Warning, module="dagster")
+
+
+def make_home(path: Path) -> Path:
+    """A fresh CPB_HOME with its Dagster instance config."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "dagster").mkdir(exist_ok=True)
+    shutil.copy(REPO / "dagster.yaml", path / "dagster" / "dagster.yaml")
+    return path
+
+
+@pytest.fixture
+def cpb_home(tmp_path, monkeypatch) -> Path:
+    home = make_home(tmp_path / "cpb")
+    monkeypatch.setenv("CPB_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    return home
+
+
+@pytest.fixture(scope="session")
+def world():
+    from cpb_assets.sources.demo_world import build_world
+    return build_world()
+
+
+@pytest.fixture(scope="session")
+def l1000_home(tmp_path_factory) -> Path:
+    """A CPB_HOME where the demo's two L1000 partitions went through Dagster
+    (raw source, compound registry, harmonized AnnData with checks)."""
+    home = make_home(tmp_path_factory.mktemp("l1000_home"))
+    old = {k: os.environ.get(k) for k in ("CPB_HOME", "DAGSTER_HOME")}
+    os.environ["CPB_HOME"] = str(home)
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    try:
+        from cpb_jobs.demo import main
+        assert main(["--home", str(home), "--datasets", "l1000_phase1", "l1000_phase2"]) == 0
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return home

@@ -1,0 +1,219 @@
+"""CIGS (MCE / TCM) source: filters on hand-countable workbooks, native round trip, bad input."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pandas as pd
+import pytest
+
+from cpb_assets.errors import SourceFormatError
+from cpb_assets.harmonize.schema import validate_harmonized
+from cpb_assets.sources import cigs
+from cpb_assets.sources.demo_world import DESIGNS, EXCEL_PRONE_SYMBOLS, build_world
+
+NOTE = "Note: SYNTHETIC test workbook"
+
+
+def _registry(folder, dataset):
+    recs = cigs.compound_records(folder, dataset)
+    return pd.DataFrame({"source_id": recs["source_id"], "pubchem_cid": [str(1000 + i) for i in range(len(recs))],
+                         "cid_method": "test"})
+
+
+# ---------------------------------------------------------------- hand-countable fixture
+
+GENES_A = [dt.datetime(2023, 3, 1), "SEPT7", "TP53", "GAPDH", "ACTB", "EGFR", "SYNTHETIC-PROBE-1"]
+GENES_B = ["1-Mar", "SEPTIN7", "TP53", "GAPDH", "ACTB", "SYNTHETIC-PROBE-1"]  # lacks EGFR
+
+
+def _write_pair(folder: Path, stem: str, genes, wells: list[tuple[str, str, list[int]]], cell="cell_MCF7"):
+    """wells: (sample_id, treatment, counts) on plate PL-<stem>."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Counts"
+    ws.append([NOTE])
+    ws.append(["Sample_id"] + genes)
+    for sid, _, counts in wells:
+        ws.append([sid] + counts)
+    wb.save(folder / f"SYNTHETIC_MCE_{stem}_Counts.xlsx")
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "MetaData"
+    ws.append([NOTE])
+    ws.append(["Sample_id", "treatment", "sample_plate", "sample_row", "sample_column", "cell_id",
+               "pert_idose", "pert_itime"])
+    for i, (sid, treat, _) in enumerate(wells):
+        ctrl = treat in ("DMSO", "Blank", "RNA")
+        ws.append([sid, treat, f"PL-{stem}", 1, i + 1, cell, "-666" if ctrl else "10 uM", "-666" if ctrl else "24 h"])
+    wb.save(folder / f"SYNTHETIC_MCE_{stem}_MetaData.xlsx")
+
+
+def _write_compounds(folder: Path):
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Supplementary Table 3"
+    ws.append(["Supplementary Table 3. SYNTHETIC"])
+    ws.append(["Compound Name", "Catalog Number", "CAS Number", "Smiles"])
+    ws.append(["alpha", "HY-1", None, "CCO"])
+    ws.append(["beta", "HY-2", None, "CCN"])
+    wb.save(folder / cigs.COMPOUND_WORKBOOK)
+
+
+def _row(scale: float, n: int) -> list[int]:
+    return [int(round(scale * v)) for v in (30, 20, 200, 400, 300, 50, 10)][:n]
+
+
+@pytest.fixture()
+def hand_folder(tmp_path):
+    # subset A: 12 wells, exactly 5 fail: Blank, RNA, zero-count, low-read (~1% reads), JQ1
+    a = [("A01", "HY-1", _row(1.0, 7)), ("A02", "HY-1", _row(1.05, 7)), ("A03", "HY-2", _row(0.95, 7)),
+         ("A04", "HY-2", _row(1.0, 7)), ("A05", "DMSO", _row(1.02, 7)), ("A06", "DMSO", _row(0.98, 7)),
+         ("A07", "DMSO", _row(1.01, 7)),
+         ("A08", "Blank", [0, 0, 1, 0, 0, 0, 0]), ("A09", "RNA", _row(1.0, 7)), ("A10", "DMSO", [0] * 7),
+         ("A11", "DMSO", _row(0.01, 7)), ("A12", "JQ1", _row(1.0, 7))]
+    # subset B: 6 clean wells
+    b = [(f"B0{i}", t, _row(1 + 0.02 * i, 6)) for i, t in enumerate(["HY-1", "HY-1", "HY-2", "HY-2", "DMSO", "DMSO"])]
+    _write_pair(tmp_path, "A", GENES_A, a)
+    _write_pair(tmp_path, "B", GENES_B, b, cell="cell_HepG2")
+    _write_compounds(tmp_path)
+    return tmp_path
+
+
+def test_low_read_fence_flags_exactly_the_two_low_libraries():
+    libs = np.array([90000, 95000, 100000, 100000, 105000, 110000, 98000, 102000, 97000, 103000, 800, 1000])
+    assert np.flatnonzero(cigs.low_read_outliers(libs)).tolist() == [10, 11]
+    assert not cigs.low_read_outliers(np.array([5, 100000, 100000])).any()  # < 4 wells: not assessable
+
+
+def test_filters_on_hand_countable_workbooks(hand_folder):
+    h = cigs.harmonize(hand_folder, "cigs_mce", _registry(hand_folder, "cigs_mce"))
+    q = h.quarantine.to_frame()
+    samples = q[q["level"] == "sample"].set_index("record_id")["reason"]
+    # 5 of 12 wells of subset A fail, each for its stated reason; subset B loses none
+    assert len(samples) == 5
+    assert samples["A08"].startswith("BLANK") and samples["A09"].startswith("RNA")
+    assert samples["A10"] == "zero-count library"
+    assert samples["A11"].startswith("low-read outlier")
+    assert samples["A12"].startswith("JQ1")
+    assert h.adata.n_obs == 7 + 6
+    assert int(h.adata.obs["is_control"].sum()) == 3 + 2
+    # symbols repaired before lookup, inner join drops EGFR, the probe is unmapped
+    assert h.adata.var["symbol"].tolist() == ["MARCHF1", "SEPTIN7", "TP53", "GAPDH", "ACTB"]
+    genes = q[q["level"] == "gene"].set_index("record_id")["reason"]
+    assert genes["EGFR"].startswith("gene not in every workbook")
+    assert genes["SYNTHETIC-PROBE-1"] == "gene symbol not mapped to Ensembl"
+    obs = h.adata.obs
+    assert set(obs["cell_type"]) == {"CVCL_0031", "CVCL_0027"}
+    assert obs.loc[~obs["is_control"], "pert_dose_uM"].eq(10.0).all()
+    assert obs["pert_time_h"].eq(24.0).all()  # controls (-666) take the subset's design time
+    assert set(obs.loc[~obs["is_control"], "pubchem_cid"]) == {"1000", "1001"}
+    assert validate_harmonized(h.adata) == []
+
+
+# ---------------------------------------------------------------- bad input
+
+def _snapshot(folder: Path) -> dict:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def test_missing_sheet_names_file_and_sheet(hand_folder):
+    path = hand_folder / "SYNTHETIC_MCE_B_MetaData.xlsx"
+    wb = openpyxl.load_workbook(path)
+    wb["MetaData"].title = "Sheet1"
+    wb.save(path)
+    before = _snapshot(hand_folder)
+    with pytest.raises(SourceFormatError) as e:
+        cigs.harmonize(hand_folder, "cigs_mce", _registry(hand_folder, "cigs_mce"))
+    assert e.value.file == str(path) and e.value.field == "MetaData"
+    assert _snapshot(hand_folder) == before
+
+
+@pytest.mark.parametrize("bad", [2.5, -3])
+def test_fractional_or_negative_count_rejected(hand_folder, bad):
+    path = hand_folder / "SYNTHETIC_MCE_A_Counts.xlsx"
+    wb = openpyxl.load_workbook(path)
+    wb["Counts"].cell(row=4, column=4).value = bad  # sample A02, gene TP53
+    wb.save(path)
+    before = _snapshot(hand_folder)
+    with pytest.raises(SourceFormatError) as e:
+        cigs.harmonize(hand_folder, "cigs_mce", _registry(hand_folder, "cigs_mce"))
+    assert e.value.file == str(path) and e.value.field == "TP53"
+    assert _snapshot(hand_folder) == before
+
+
+# ---------------------------------------------------------------- native round trip
+
+@pytest.fixture(scope="module")
+def world():
+    return build_world()
+
+
+@pytest.fixture(scope="module")
+def demo(world, tmp_path_factory):
+    out = {}
+    for ds in cigs.DATASETS:
+        folder = tmp_path_factory.mktemp(ds)
+        files = cigs.write_synthetic(world, ds, folder)
+        out[ds] = (folder, files, cigs.harmonize(folder, ds, _registry(folder, ds)))
+    return out
+
+
+@pytest.mark.parametrize("dataset", cigs.DATASETS)
+def test_round_trip_schema_and_counts(demo, dataset):
+    folder, files, h = demo[dataset]
+    assert all("SYNTHETIC" in f.name for f in files)
+    assert validate_harmonized(h.adata) == []
+    d = DESIGNS[dataset]
+    obs = h.adata.obs
+    for ct in d.cell_types:
+        sub = obs[obs["cell_type"] == ct]
+        assert int((~sub["is_control"]).sum()) == len(d.compounds) * len(d.doses_uM) * len(d.times_h) * d.replicates
+        assert int(sub["is_control"].sum()) == cigs.CONTROL_WELLS_PER_PLATE * d.replicates
+    assert not obs["perturbagen"].str.upper().isin(["JQ1", "BLANK", "RNA"]).any()
+    assert obs["pubchem_cid"].notna().sum() == int((~obs["is_control"]).sum())
+    summary = h.quarantine.summary()
+    n_sub = len(d.cell_types)
+    assert summary["zero-count library"] == n_sub
+    assert summary["BLANK well (no cells)"] == n_sub * d.replicates
+    assert summary["JQ1 (excluded BET inhibitor)"] == n_sub * d.replicates
+    assert sum(v for k, v in summary.items() if k.startswith("low-read")) == 2 * n_sub
+    assert np.issubdtype(h.adata.X.dtype, np.integer)
+
+
+def test_excel_prone_genes_survive_and_landmarks_shared_with_l1000(demo, world):
+    for ds in cigs.DATASETS:
+        sym = set(demo[ds][2].adata.var["symbol"])
+        in_world = set(world.genes["symbol"]) & set(EXCEL_PRONE_SYMBOLS)
+        assert in_world <= sym, in_world - sym
+    var = demo["cigs_mce"][2].adata.var
+    assert world.genes.loc[var.index, "is_landmark"].sum() >= 200  # the L1000 I - CIGS-MCE overlap has genes
+
+
+def test_mangled_cells_really_are_dates_in_the_workbook(demo):
+    folder = demo["cigs_mce"][0]
+    path = next(folder.glob("*MCF7*_Counts.xlsx"))
+    wb = openpyxl.load_workbook(path, read_only=True)
+    header = next(wb["Counts"].iter_rows(min_row=2, max_row=2, values_only=True))
+    wb.close()
+    assert dt.datetime(2023, 3, 1) in header and "SEPT7" in header and "MARCHF1" not in header
+
+
+def test_planted_truth_visible(demo, world):
+    _, _, h = demo["cigs_mce"]
+    a = h.adata
+    obs = a.obs
+    ct = "CVCL_0031"
+    strong = [c for c in DESIGNS["cigs_mce"].compounds if world.compounds["potency"].iloc[c] == 2.0][0]
+    name = world.compounds["name"].iloc[strong]
+    X = np.asarray(a.X, dtype=float)
+    cpm = X / X.sum(1, keepdims=True) * 1e6
+    trt = cpm[((obs["perturbagen"] == name) & (obs["cell_type"] == ct)).to_numpy()].mean(0)
+    ctl = cpm[((obs["is_control"]) & (obs["cell_type"] == ct)).to_numpy()].mean(0)
+    lfc = np.log2(trt + 1) - np.log2(ctl + 1)
+    truth = world.true_logfc(strong, ct, 10.0, 24.0, genes=world.gene_index(a.var_names))
+    moved = np.abs(truth) > 0.5
+    assert moved.sum() >= 10
+    assert np.corrcoef(lfc[moved], truth[moved])[0, 1] > 0.8

@@ -1,0 +1,72 @@
+"""Atomic writes: a crash never leaves a half file under the real name."""
+import os
+
+import pandas as pd
+import pytest
+
+from cpb_resources.storage import atomic_path, write_parquet
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_success_renames_into_place(tmp_path):
+    target = tmp_path / "t.txt"
+    with atomic_path(target) as tmp:
+        tmp.write_text("hello")
+        assert not target.exists()  # invisible until complete
+    assert target.read_text() == "hello"
+    assert _leftovers(tmp_path) == ["t.txt"]
+
+
+def test_crash_keeps_previous_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "t.parquet"
+    write_parquet(pd.DataFrame({"a": [1, 2]}), target)
+    before = target.read_bytes()
+    with pytest.raises(Boom):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"PAR1 half a file")
+            raise Boom()
+    assert target.read_bytes() == before
+    assert _leftovers(tmp_path) == ["t.parquet"]
+
+
+def test_crash_on_first_write_leaves_nothing(tmp_path):
+    target = tmp_path / "sub" / "x.h5ad"
+    with pytest.raises(Boom):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"\x89HDF")
+            raise Boom()
+    assert not target.exists() and _leftovers(tmp_path / "sub") == []
+
+
+def test_directory_replace_is_atomic(tmp_path):
+    target = tmp_path / "dataset"
+    with atomic_path(target, is_dir=True) as tmp:
+        (tmp / "a.txt").write_text("1")
+    with pytest.raises(Boom):
+        with atomic_path(target, is_dir=True) as tmp:
+            (tmp / "b.txt").write_text("partial")
+            raise Boom()
+    assert _leftovers(target) == ["a.txt"]
+    with atomic_path(target, is_dir=True) as tmp:
+        (tmp / "c.txt").write_text("3")
+    assert _leftovers(target) == ["c.txt"] and _leftovers(tmp_path) == ["dataset"]
+
+
+def test_killed_writer_leaves_previous_file(tmp_path):
+    """A process killed mid-write (SIGKILL: no cleanup runs) still never corrupts the real name."""
+    target = tmp_path / "t.bin"
+    target.write_bytes(b"old")
+    pid = os.fork()
+    if pid == 0:  # child: start writing, then die without any cleanup
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"new but never finished")
+            os.kill(os.getpid(), 9)
+    os.waitpid(pid, 0)
+    assert target.read_bytes() == b"old"
