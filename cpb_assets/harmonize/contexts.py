@@ -24,6 +24,7 @@ _CONTEXTS = [
     ("CVCL_0063", "HEK293T", "female", "normal", "kidney", "cell line"),
     ("CVCL_0291", "HCT116", "male", "colon carcinoma", "colon", "cell line"),
     ("CVCL_2235", "VCAP", "male", "prostate carcinoma", "prostate", "cell line"),
+    ("CVCL_0006", "THP1", "male", "acute monocytic leukemia", "blood", "cell line"),
     ("CL_0000623", "NK cell", "unknown", "normal", "blood", "primary cell"),
     ("CL_0000084", "T cell", "unknown", "normal", "blood", "primary cell"),
     ("CL_0000763", "myeloid cell", "unknown", "normal", "blood", "primary cell"),
