@@ -59,8 +59,12 @@ def cell_line_to_cellosaurus(name: str) -> str | None:
 
 def donor_fields(cell_type: str, *, suspension_type: str = "na", development_stage: str = "unknown",
                  sex: str | None = None) -> dict[str, str]:
-    """The donor block of the obs schema for one context."""
-    row = CONTEXTS.loc[cell_type]
+    """The donor block of the obs schema for one context (``unknown`` for contexts not in the table)."""
+    if cell_type not in CONTEXTS.index:
+        row = {"sex": "unknown", "disease": "unknown", "tissue": "unknown",
+               "tissue_type": "primary cell" if cell_type.startswith("CL_") else "cell line"}
+    else:
+        row = CONTEXTS.loc[cell_type]
     return {
         "organism": "Homo sapiens",
         "sex": sex or row["sex"],

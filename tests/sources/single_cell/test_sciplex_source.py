@@ -1,0 +1,114 @@
+"""sci-Plex 3 route: GEO-style files round trip, clean-up rules, planted truth, bad inputs."""
+from __future__ import annotations
+
+import gzip
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cpb_assets.errors import SourceFormatError
+from cpb_assets.harmonize.schema import validate_harmonized
+from cpb_assets.sources import sciplex
+from cpb_assets.sources.demo_world import DESIGNS
+
+REG = pd.DataFrame(columns=["source_id", "pubchem_cid", "cid_method"])
+
+
+def _pdata(folder):
+    path = next(folder.glob("*pData*"))
+    return pd.read_csv(io.StringIO(gzip.decompress(path.read_bytes()).decode()), sep=" ", na_values=["NA"])
+
+
+def test_round_trip_is_valid_and_has_the_designed_samples(sciplex_run):
+    folder, files, h = sciplex_run
+    d = DESIGNS["sciplex"]
+    expected = len(d.cell_types) * d.replicates * (len(d.compounds) * len(d.doses_uM)
+                                                  + sciplex.CONTROL_WELLS_PER_PLATE)
+    obs = h.adata.obs
+    assert validate_harmonized(h.adata) == []
+    assert h.adata.n_obs == expected == 504
+    assert all("SYNTHETIC" in f.name for f in files)
+    assert set(obs["cell_type"]) == {"CVCL_0023", "CVCL_0004", "CVCL_0031"}  # A549, K562, MCF7
+    assert set(obs["pert_time_h"]) == {24.0}
+    assert sorted(obs["pert_dose_uM"].unique()) == [0.0, 0.01, 0.1, 1.0, 10.0]  # nM / 1000
+    # 'Vehicle' and 'DMSO' wells both became DMSO controls
+    ctrl = obs[obs["is_control"]]
+    assert set(ctrl["perturbagen"]) == {"DMSO"} and len(ctrl) == 6 * sciplex.CONTROL_WELLS_PER_PLATE
+    assert obs.loc[~obs["is_control"], "pubchem_cid"].notna().all()
+    assert not h.adata.var_names.str.contains(r"\.|MUS").any() and h.adata.n_vars == 1987
+
+
+def test_every_dropped_cell_and_gene_is_quarantined_with_its_reason(sciplex_run):
+    folder, _, h = sciplex_run
+    pdata = _pdata(folder)
+    q = h.quarantine.to_frame()
+    by = q.groupby(["level", "reason"])["n"].sum()
+    # the 72 h A549 plate: every one of its cells (counted independently from pData)
+    assert by[("cell", "time point 72 h not kept (24 h only)")] == (pdata["time_point"] == 72).sum()
+    assert by[("cell", "missing grouping field")] >= pdata["well_oligo"].isna().sum()
+    assert by[("gene", "not a human Ensembl gene ID")] == sciplex.N_MOUSE_GENES
+    assert by[("gene", "PAR_Y copy of a pseudo-autosomal gene")] == 1
+    assert h.adata.obs["psbulk_cells"].sum() + by["cell"].sum() == len(pdata)
+
+
+def test_planted_truth_is_visible(world, sciplex_run, sc):
+    _, _, h = sciplex_run
+    comp = 20  # potency 2 (strong)
+    assert world.compounds["potency"].iloc[comp] == 2.0
+    r = sc.log_ratio_vs_truth(world, h.adata, "CVCL_0031", comp, 10.0, world.compounds["name"].iloc[comp])
+    # ~40 nuclei of ~1,400 UMIs per well: weaker than Tahoe (r ≈ 0.5 here) but far above chance
+    assert r > 0.4
+
+
+def _tiny(folder, *, pdata_drop=None, count="3", gene_dup=False):
+    """A 3-gene, 2-cell sci-Plex folder written by hand."""
+    def put(name, text):
+        (folder / name).write_bytes(gzip.compress(text.encode()))
+    ids = ["ENSG00000000003.14", "ENSG00000000005.5", "ENSG00000000003.14" if gene_dup else "ENSG00000000419.12"]
+    put("x_screen_gene.annotations.txt.gz", "".join(f"{i}\tG{k}\n" for k, i in enumerate(ids)))
+    put("x_screen_cell.annotations.txt.gz", "c1\tChem3\nc2\tChem3\n")
+    put("x_screen_UMI.count.matrix.gz", f"1\t1\t5\n2\t1\t{count}\n3\t2\t1\n")
+    cols = ["cell", "plate_oligo", "well_oligo", "cell_type", "time_point", "dose", "vehicle", "product_name",
+            "catalog_number"]
+    rows = ['"c1" "plate41" "plate2_A1" "A549" 24 0 TRUE "Vehicle" "S0000"',
+            '"c2" "plate41" "plate2_A2" "A549" 24 1000 FALSE "synthocin-20" "SYN-10020"']
+    if pdata_drop:
+        k = cols.index(pdata_drop)
+        cols.pop(k)
+        rows = [" ".join(r.split(" ")[:k] + r.split(" ")[k + 1:]) for r in rows]
+    put("x_pData.txt.gz", " ".join(f'"{c}"' for c in cols) + "\n" + "\n".join(rows) + "\n")
+
+
+def _assert_rejected(folder, file_part, field):
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(SourceFormatError) as exc:
+        sciplex.harmonize(folder, "sciplex", REG)
+    assert exc.value.field == field and file_part in exc.value.file
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing written
+
+
+@pytest.mark.parametrize("column", ["well_oligo", "plate_oligo", "cell_type", "product_name"])
+def test_cell_table_without_a_grouping_column_is_rejected(tmp_path, column):
+    _tiny(tmp_path, pdata_drop=column)
+    _assert_rejected(tmp_path, "pData", column)
+
+
+@pytest.mark.parametrize("count", ["2.5", "-4"])
+def test_fractional_or_negative_counts_are_rejected(tmp_path, count):
+    _tiny(tmp_path, count=count)
+    _assert_rejected(tmp_path, "UMI.count.matrix", "count")
+
+
+def test_duplicate_gene_ids_are_rejected(tmp_path):
+    _tiny(tmp_path, gene_dup=True)
+    _assert_rejected(tmp_path, "gene.annotations", "id")
+
+
+def test_compound_records_come_from_the_hash_table(sciplex_run, world):
+    folder, _, _ = sciplex_run
+    rec = sciplex.compound_records(folder, "sciplex")
+    d = DESIGNS["sciplex"]
+    assert sorted(rec["source_id"]) == sorted(world.compounds["catalog_id"].iloc[list(d.compounds)])
+    assert rec["smiles"].notna().all() and "S0000" not in set(rec["source_id"])

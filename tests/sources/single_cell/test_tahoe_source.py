@@ -1,0 +1,118 @@
+"""Tahoe-100M route: native round trip, planted truth, bad inputs, flat memory over plates."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from cpb_assets.errors import SourceFormatError
+from cpb_assets.harmonize.schema import validate_harmonized
+from cpb_assets.sources import tahoe
+from cpb_assets.sources.demo_world import DESIGNS
+
+REPO = Path(__file__).resolve().parents[3]
+REG = pd.DataFrame(columns=["source_id", "pubchem_cid", "cid_method"])
+
+
+def test_round_trip_is_valid_and_has_the_designed_samples(tahoe_run):
+    folder, files, h = tahoe_run
+    d = DESIGNS["tahoe100m"]
+    per = d.extra["compounds_per_plate"]
+    n_plates = -(-len(d.compounds) // per) * d.replicates
+    expected = n_plates * (per * len(d.doses_uM) + tahoe.CONTROL_WELLS_PER_PLATE) * len(d.cell_types)
+    assert validate_harmonized(h.adata) == []
+    assert h.adata.n_obs == expected == 396
+    assert h.adata.obs["plate"].nunique() == n_plates
+    assert set(h.adata.obs["cell_type"]) == set(d.cell_types)
+    assert all("SYNTHETIC" in f.name for f in files)
+    # every cell in the files is either in a pseudobulk or in the quarantine
+    n_cells = sum(h5py.File(f, "r")["obs"]["sample"]["codes"].shape[0] for f in files if f.suffix == ".h5ad")
+    q = h.quarantine.to_frame()
+    assert h.adata.obs["psbulk_cells"].sum() + q.loc[q["level"] == "cell", "n"].sum() == n_cells
+    # each QC rule removed some planted cells; some groups stay under the 50-cell DE filter
+    assert (q[q["level"] == "cell"].groupby("reason")["n"].sum() > 0).sum() == 5
+    assert 0 < (h.adata.obs["psbulk_cells"] < 50).sum() < h.adata.n_obs
+    assert h.adata.obs.loc[~h.adata.obs["is_control"], "pubchem_cid"].notna().all()
+    assert (h.adata.obs.loc[h.adata.obs["is_control"], "pert_dose_uM"] == 0).all()
+    assert np.issubdtype(h.adata.X.dtype, np.integer)
+
+
+def test_planted_truth_is_visible(world, tahoe_run, sc):
+    _, _, h = tahoe_run
+    comp = 0  # potency 2 (strong)
+    assert world.compounds["potency"].iloc[comp] == 2.0
+    r = sc.log_ratio_vs_truth(world, h.adata, "CVCL_0023", comp, 5.0, world.compounds["name"].iloc[comp])
+    assert r > 0.7
+
+
+def _one_plate(sc, world, tmp_path, **kw):
+    X, genes, line = sc.twelve_cells(world)
+    return sc.write_plate(tmp_path / "plate1_SYNTHETIC_bad.h5ad", X, genes, line, **kw), X, genes, line
+
+
+def _assert_rejected(folder, field):
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(SourceFormatError) as exc:
+        tahoe.harmonize(folder, "tahoe100m", REG)
+    assert exc.value.field == field and "plate1_SYNTHETIC_bad.h5ad" in exc.value.file
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing written
+
+
+@pytest.mark.parametrize("column", ["sample", "cell_line", "drugname_drugconc", "plate"])
+def test_cell_file_without_a_grouping_column_is_rejected(world, tmp_path, column, sc):
+    _one_plate(sc, world, tmp_path, drop_obs=[column])
+    _assert_rejected(tmp_path, f"obs/{column}")
+
+
+@pytest.mark.parametrize("value", [0.5, -3.0])
+def test_fractional_or_negative_counts_are_rejected(world, tmp_path, value, sc):
+    X, genes, line = sc.twelve_cells(world)
+    X = X.astype(float)
+    X[3, 5] = value
+    sc.write_plate(tmp_path / "plate1_SYNTHETIC_bad.h5ad", X, genes, line)
+    _assert_rejected(tmp_path, "X")
+
+
+def test_duplicate_genes_in_var_are_rejected(world, tmp_path, sc):
+    X, genes, line = sc.twelve_cells(world)
+    idx = genes.index.to_numpy().copy()
+    idx[1] = idx[0]
+    with pytest.warns(UserWarning):  # anndata warns about non-unique var names
+        sc.write_plate(tmp_path / "plate1_SYNTHETIC_bad.h5ad", X, genes, line, var_index=idx)
+    _assert_rejected(tmp_path, "var")
+
+
+def _peak_rss_kib(folder: Path) -> tuple[int, int]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "measure_peak_rss.py"), "tahoe", str(folder),
+                          "tahoe100m"], capture_output=True, text=True, env=env, timeout=300, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    return res["maxrss_kib"], res["n_obs"]
+
+
+def test_peak_memory_does_not_grow_with_the_number_of_plates(world, tahoe_run, tmp_path):
+    folder, files, _ = tahoe_run
+    plates = [f for f in files if f.suffix == ".h5ad"]
+    extra = tahoe.plate_layout(world)[:2]
+    for p, k in zip(extra, (5, 6)):
+        p["plate"] = f"plate{k}"
+    more = tahoe.write_plates(world, tmp_path / "extra", extra)
+    two, six = tmp_path / "two", tmp_path / "six"
+    two.mkdir(), six.mkdir()
+    for f in plates[:2]:
+        (two / f.name).symlink_to(f)
+    for f in plates + more:
+        (six / f.name).symlink_to(f)
+    rss2, n2 = _peak_rss_kib(two)
+    rss6, n6 = _peak_rss_kib(six)
+    assert n6 == 3 * n2  # six plates really were processed
+    plate_mib = np.mean([f.stat().st_size for f in plates]) / 2**20
+    assert plate_mib > 25  # each plate is big enough that holding 4 more would show
+    assert rss6 <= 1.2 * rss2, (rss2, rss6)
