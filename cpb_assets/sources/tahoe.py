@@ -28,6 +28,8 @@ import re
 from pathlib import Path
 
 import h5py
+from typing import Callable
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -218,12 +220,22 @@ def _plate_files(folder: Path) -> list[Path]:
     return files
 
 
+# A plate runner pseudobulks one plate file and returns (groups, counts, quarantine rows);
+# the default runs in this process, the harmonized asset passes one that runs each
+# plate as a unit of work on the compute resource (local subprocess or SLURM job).
+PlateRunner = Callable[[Path, dict], tuple[pd.DataFrame, sp.csr_matrix, list[dict]]]
+PLATE_UNITS = True  # harmonize() accepts a plate_runner
+
+
 def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame, *,
-              chunk: int = CHUNK_CELLS) -> Harmonized:
+              chunk: int = CHUNK_CELLS, plate_runner: PlateRunner | None = None) -> Harmonized:
     """Harmonize Tahoe-100M from its per-plate h5ad files in `folder`.
 
     Plates are read one after another (and each in chunks of `chunk` cells);
-    only the small per-plate pseudobulks are kept between plates.
+    only the small per-plate pseudobulks are kept between plates. Each plate
+    is one unit of work: `plate_runner` (default: in this process) receives
+    the plate file and the gene axis ``{"keep", "mito", "malat1_col",
+    "n_genes", "chunk"}``.
     """
     from cpb_assets.harmonize.pseudobulk import MALAT1_ENSEMBL
 
@@ -243,8 +255,14 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame, *,
         var = read_plate_var(path)
         if not var["gene_id"].equals(var0["gene_id"]):
             raise SourceFormatError(path, "var", f"gene axis differs from {files[0].name}")
-        plates.append(pseudobulk_plate(path, keep=keep, mito=mito, malat1_col=malat1_col, n_genes=len(var),
-                                       q=q, chunk=chunk))
+        axis = {"keep": keep, "mito": mito, "malat1_col": malat1_col, "n_genes": len(var), "chunk": chunk}
+        if plate_runner is None:
+            plates.append(pseudobulk_plate(path, keep=keep, mito=mito, malat1_col=malat1_col, n_genes=len(var),
+                                           q=q, chunk=chunk))
+        else:
+            groups, counts, qrows = plate_runner(path, axis)
+            q.rows.extend(qrows)
+            plates.append((groups, counts))
     groups = pd.concat([g for g, _ in plates], ignore_index=True)
     X = sp.vstack([s for _, s in plates], format="csr")
     del plates
