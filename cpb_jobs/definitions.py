@@ -3,21 +3,27 @@ from __future__ import annotations
 
 import dagster as dg
 
+from cpb_assets.effects.assets import de_table, de_values
 from cpb_assets.harmonize.assets import compound_registry, harmonized_adata, harmonized_checks
 from cpb_assets.sources.assets import raw_source, source_files
 from cpb_jobs.resources import build_resources
 
-ALL_ASSETS = [source_files, raw_source, compound_registry, harmonized_adata]
-ALL_CHECKS = [*harmonized_checks]
+ALL_ASSETS = [source_files, raw_source, compound_registry, harmonized_adata, de_table]
+ALL_CHECKS = [*harmonized_checks, de_values]
 
 harmonize_job = dg.define_asset_job(
     "harmonize_job", selection=dg.AssetSelection.assets(raw_source, harmonized_adata),
     description="Native files and harmonized AnnData of one dataset partition.",
 )
 
+de_job = dg.define_asset_job(
+    "de_job", selection=dg.AssetSelection.assets(de_table), partitions_def=de_table.partitions_def,
+    description="limma DE tables of one dataset × mode partition.",
+)
+
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
-    jobs=[harmonize_job],
+    jobs=[harmonize_job, de_job],
     resources=build_resources(),
 )

@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     import dagster as dg
 
     from cpb_assets.datasets import DATASETS
+    from cpb_assets.effects.assets import MODES, de_table
     from cpb_assets.harmonize.assets import compound_registry, harmonized_adata
     from cpb_assets.sources.assets import raw_source
 
@@ -69,29 +70,39 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Chem-PerturBridge demo: SYNTHETIC demo world -> {home}")
     t_all = time.perf_counter()
     failed: list[str] = []
-    print("1/3 native source files (generated from the demo world)")
+    print("1/4 native source files (generated from the demo world)")
     for ds in datasets:
         ok, _ = _materialize([raw_source], f"raw_source[{ds}]", instance, ds)
         failed += [] if ok else [f"raw_source[{ds}]"]
-    print("2/3 compound registry")
+    print("2/4 compound registry")
     ok, _ = _materialize([compound_registry], "compound_registry", instance)
     failed += [] if ok else ["compound_registry"]
-    print("3/3 harmonized AnnData (+ blocking checks)")
+    print("3/4 harmonized AnnData (+ blocking checks)")
     checks = dg.AssetSelection.checks_for_assets(harmonized_adata)
     for ds in datasets:
         ok, _ = _materialize(dg.AssetSelection.assets(harmonized_adata) | checks, f"harmonized_adata[{ds}]",
                              instance, ds)
         failed += [] if ok else [f"harmonized_adata[{ds}]"]
+    print("4/4 DE tables (limma through rpy2; + blocking checks)")
+    de_sel = dg.AssetSelection.assets(de_table) | dg.AssetSelection.checks_for_assets(de_table)
+    for ds in datasets:
+        if f"harmonized_adata[{ds}]" in failed:
+            continue
+        for mode in MODES:
+            key = dg.MultiPartitionKey({"dataset": ds, "mode": mode})
+            ok, _ = _materialize(de_sel, f"de_table[{ds}|{mode}]", instance, key)
+            failed += [] if ok else [f"de_table[{ds}|{mode}]"]
     total = time.perf_counter() - t_all
     print(f"\nDone in {total:.0f} s." + (f" FAILED: {', '.join(failed)}" if failed else " Everything materialized."))
     print(f"""
 Where things are:
   harmonized AnnData   {home}/harmonized/<dataset>.h5ad
+  DE tables            {home}/tables/de/dataset=<dataset>/mode=<group|sep>/*.parquet
   native source files  {home}/sources/<dataset>/   (SYNTHETIC; planted truth in sources/_truth/)
   SQL catalog          {home}/catalog.duckdb
 Query it:
   .venv/bin/python -c "import duckdb; print(duckdb.connect('{home}/catalog.duckdb', read_only=True).sql(
-      'select dataset, count(*) n, sum(is_control::int) controls from harmonized_obs group by all order by 1'))"
+      'select dataset, mode, count(distinct contrast_id) contrasts from de group by all order by 1, 2'))"
 Browse the asset graph:
   make ui   (then open http://127.0.0.1:3000)""")
     return 1 if failed else 0

@@ -5,12 +5,14 @@ import os
 
 from cpb_resources.catalog import CatalogResource
 from cpb_resources.compound_registry import CompoundRegistryResource
+from cpb_resources.compute import ComputeResource
 from cpb_resources.sources import SourceCatalogResource
 from cpb_resources.storage import StorageResource
 
 
 def build_resources() -> dict:
-    """Resources from the environment: ``CPB_HOME``, ``CPB_PROFILE`` (demo | real)."""
+    """Resources from the environment: ``CPB_HOME``, ``CPB_PROFILE`` (demo | real), ``CPB_COMPUTE``
+    (local | slurm) and the ``CPB_SLURM_*`` settings of ``docs/compute.md``."""
     home = os.environ.get("CPB_HOME", "")
     profile = os.environ.get("CPB_PROFILE", "demo")
     return {
@@ -18,4 +20,5 @@ def build_resources() -> dict:
         "catalog": CatalogResource(home=home),
         "source_catalog": SourceCatalogResource(profile=profile),
         "compound_resolver": CompoundRegistryResource(demo_synonyms=(profile == "demo")),
+        "compute": ComputeResource.from_env(),
     }

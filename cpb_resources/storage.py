@@ -53,6 +53,7 @@ def atomic_path(final: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
             else:
                 tmp.rename(final)
         else:
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; products are shared (e.g. SLURM jobs, other users)
             os.replace(tmp, final)
     except BaseException:
         if is_dir:

@@ -28,7 +28,8 @@ import scipy.sparse as sp
 from cpb_assets.datasets import DATASET_INFO
 from cpb_assets.effects.labels import condition_labels
 from cpb_resources.limma import NothingToFit
-from cpb_assets.effects.strata import DEUnit, build_design, non_estimable, plan_units, skip_row
+from cpb_assets.effects.strata import (DEUnit, build_design, estimable_design, non_estimable, plan_units,
+                                      skip_row)
 
 DE_COLUMNS = [
     "dataset", "mode", "stratum", "contrast_id", "treated_label", "control_label", "cell_type", "pubchem_cid",
@@ -212,10 +213,18 @@ def run_de_unit(adata_subset: ad.AnnData, unit: DEUnit, limma, *, strict: bool =
     if n_con == 0:
         return skip("no treated condition shares a time with a control", n_samples=n_samples, n_controls=n_controls)
     bad = non_estimable(des.design, des.coef_labels)
-    if bad:
-        return skip(f"design ~0 + cond{' + plate' if any(c.startswith('plate') for c in des.design.columns) else ''}"
-                    f" is not of full rank (confounded: {bad[:5]})", n_samples=n_samples, n_controls=n_controls,
-                    n_contrasts=n_con)
+    if bad and not any(c.startswith("plate") for c in des.design.columns):
+        return skip(f"design ~0 + cond is not of full rank (confounded: {bad[:5]})", n_samples=n_samples,
+                    n_controls=n_controls, n_contrasts=n_con)
+    des, aliased, lost = estimable_design(des)
+    if aliased:
+        notes.append(f"{len(aliased)} aliased plate terms dropped (e.g. {aliased[:3]})")
+    if lost:
+        notes.append(f"{len(lost)} contrasts not estimable, a plate confounded with the condition "
+                     f"(e.g. {lost[:3]})")
+    if des.contrast_table.empty:
+        return skip(f"design ~0 + cond + plate is not of full rank and no contrast is estimable "
+                    f"(confounded: {lost[:5]})", n_samples=n_samples, n_controls=n_controls, n_contrasts=n_con)
     if n_samples - des.design.shape[1] < 1:
         return skip("no residual degrees of freedom (a single sample per condition)", n_samples=n_samples,
                     n_controls=n_controls, n_contrasts=n_con)

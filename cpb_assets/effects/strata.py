@@ -279,3 +279,57 @@ def non_estimable(design: pd.DataFrame, coef_labels: dict[str, str]) -> list[str
     tol = d.max() * max(x.shape) * np.finfo(float).eps if d.size else 0.0
     rank = int((d > tol).sum())
     return [coef_labels.get(design.columns[j], design.columns[j]) for j in sorted(piv[rank:])]
+
+
+def estimable_design(des: Design, tol: float = 1e-8) -> tuple[Design, list[str], list[str]]:
+    """Drop aliased plate columns and the contrasts they make non-estimable.
+
+    Condition indicators are disjoint, so only plate columns can be linear
+    combinations of earlier columns (e.g. plates nested in time points, as
+    L1000 plates are: the plates of one time point sum to that time's
+    conditions). Such a plate column is dropped, as limma's lmFit does with
+    non-estimable coefficients; contrasts within one time point stay
+    estimable. A contrast ``c`` is kept only if it is estimable in the full
+    model, i.e. orthogonal to every null vector of the design: for a dropped
+    column ``x_j = X_kept a_j`` the contrast must have ``c · a_j = 0``. A plate
+    holding nothing but one condition makes that condition's contrasts
+    non-estimable (its plate effect cannot be told from its treatment effect).
+
+    Returns
+    -------
+    design
+        The reduced Design (full column rank) with the estimable contrasts.
+    dropped_plates
+        Labels of the aliased plate columns.
+    non_estimable
+        ``treated_label − control_label`` of the contrasts removed.
+    """
+    X = des.design.to_numpy(dtype=float)
+    names = list(des.design.columns)
+    basis: list[np.ndarray] = []
+    kept, dropped = [], []
+    for j, name in enumerate(names):
+        v = X[:, j].copy()
+        for b in basis:  # modified Gram-Schmidt against the kept columns
+            v -= (b @ v) * b
+        norm = np.linalg.norm(v)
+        if norm > tol * max(1.0, np.linalg.norm(X[:, j])):
+            basis.append(v / norm)
+            kept.append(j)
+        else:
+            dropped.append(j)
+    if not dropped:
+        return des, [], []
+    Xk = X[:, kept]
+    C = des.contrasts.to_numpy(dtype=float)
+    ok = np.ones(C.shape[1], dtype=bool)
+    for j in dropped:
+        a, *_ = np.linalg.lstsq(Xk, X[:, j], rcond=None)  # x_j = X_kept a
+        ok &= np.abs(C[kept].T @ a - C[j]) < 1e-6
+    table = des.contrast_table.loc[ok].reset_index(drop=True)
+    reduced = Design(design=des.design.iloc[:, kept],
+                     contrasts=des.contrasts.iloc[kept, np.flatnonzero(ok)],
+                     coef_labels={names[j]: des.coef_labels[names[j]] for j in kept},
+                     contrast_table=table)
+    bad = [f"{t} − {c}" for t, c in des.contrast_table.loc[~ok, ["treated_label", "control_label"]].to_numpy()]
+    return reduced, [des.coef_labels[names[j]] for j in dropped], bad

@@ -1,9 +1,13 @@
 """Harmonization assets: the compound registry and one harmonized AnnData per dataset."""
 
+import shutil
 import time
+import uuid
+from pathlib import Path
 
 import anndata as ad
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from cpb_assets.datasets import DATASETS, dataset_partitions
@@ -14,11 +18,13 @@ from cpb_assets.sources.base import SOURCE_MODULE_NAMES, source_module
 from cpb_assets.versioning import code_version
 from cpb_resources.catalog import CatalogResource
 from cpb_resources.compound_registry import CompoundRegistryResource
+from cpb_resources.compute import ComputeResource, ResourceRequest
 from cpb_resources.sources import SourceCatalogResource
 from cpb_resources.storage import StorageResource, write_h5ad, write_parquet
 
+PSEUDOBULK_REQUEST = ResourceRequest(cpus=1, mem_mb=4096, time_min=60)  # one plate, streamed in chunks
 HARMONIZE_MODULES = ["cpb_assets.harmonize." + m for m in ("assemble", "schema", "units", "contexts", "genes",
-                                                           "quarantine")]
+                                                           "quarantine", "pseudobulk", "workloads")]
 
 
 @dg.asset(deps=[dg.AssetDep(raw_source, partition_mapping=dg.AllPartitionMapping())], group_name="harmonize",
@@ -65,11 +71,20 @@ def compound_registry(context: dg.AssetExecutionContext, storage: StorageResourc
                       "$CPB_HOME/harmonized/<dataset>.h5ad; obs as the DuckDB view `harmonized_obs`, dropped "
                       "records in `quarantine`.")
 def harmonized_adata(context: dg.AssetExecutionContext, storage: StorageResource,
-                     catalog: CatalogResource) -> dg.MaterializeResult:
+                     catalog: CatalogResource, compute: ComputeResource) -> dg.MaterializeResult:
     ds = context.partition_key
     t0 = time.perf_counter()
     registry = _registry_for(storage, ds)
-    result = source_module(ds).harmonize(storage.source_dir(ds), ds, registry)
+    module = source_module(ds)
+    if getattr(module, "PLATE_UNITS", False):  # single-cell plates: one unit of work each
+        staging = storage.path("work", "pseudobulk", ds, uuid.uuid4().hex[:12])
+        try:
+            result = module.harmonize(storage.source_dir(ds), ds, registry,
+                                      plate_runner=compute_plate_runner(context, compute, ds, staging))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    else:
+        result = module.harmonize(storage.source_dir(ds), ds, registry)
     problems = check_harmonized(result.adata)
     bad = {k: v for k, v in problems.items() if v}
     if bad:  # nothing is written for an invalid product
@@ -93,6 +108,24 @@ def harmonized_adata(context: dg.AssetExecutionContext, storage: StorageResource
         "notes": dg.MetadataValue.json(result.notes),
         "seconds": round(time.perf_counter() - t0, 2),
     })
+
+
+def compute_plate_runner(context, compute: ComputeResource, ds: str, staging: Path):
+    """A plate runner that pseudobulks each plate as a unit of work on `compute`."""
+    from cpb_assets.harmonize.workloads import read_plate_outputs
+
+    def run(plate: Path, axis: dict):
+        staging.mkdir(parents=True, exist_ok=True)
+        axis_file = staging / f"{plate.name}.axis.npz"
+        np.savez(axis_file, keep=axis["keep"], mito=axis["mito"],
+                 malat1_col=-1 if axis["malat1_col"] is None else axis["malat1_col"],
+                 n_genes=axis["n_genes"], chunk=axis["chunk"])
+        compute.run(context, "cpb_assets.harmonize.workloads:pseudobulk_plate",
+                    {"dataset": ds, "plate": str(plate), "axis": str(axis_file), "out_dir": str(staging)},
+                    request=PSEUDOBULK_REQUEST)
+        return read_plate_outputs(staging, plate, int(np.asarray(axis["keep"]).sum()))
+
+    return run
 
 
 def _registry_for(storage: StorageResource, ds: str) -> pd.DataFrame:

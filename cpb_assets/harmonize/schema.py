@@ -45,7 +45,7 @@ def check_harmonized(adata: ad.AnnData) -> dict[str, list[str]]:
     Categories: ``columns`` (required obs/var columns and dtypes), ``ids``
     (``CVCL_``/``CL_`` cell types, ``ENSG`` genes, numeric CIDs),
     ``doses`` (≥ 0, 0 for controls, psbulk sentinels), ``controls`` (DMSO
-    present in every cell_type stratum), ``duplicates`` (sample and gene IDs).
+    present in every DE stratum: cell_type, × percent_volume_dmso for GDPx2), ``duplicates`` (sample and gene IDs).
     """
     out: dict[str, list[str]] = {k: [] for k in CHECK_CATEGORIES}
     obs, var = adata.obs, adata.var
@@ -87,10 +87,14 @@ def check_harmonized(adata: ad.AnnData) -> dict[str, list[str]]:
         v = obs[col].to_numpy()
         if np.any((v < 0) & (v != UNKNOWN)):
             out["doses"].append(f"obs['{col}']: negative values other than {UNKNOWN}")
-    strata = pd.Series(ctrl).groupby(obs["cell_type"].astype(str).to_numpy()).any()
+    # the DE strata: cell_type, and GDPx2's percent_volume_dmso where present
+    stratum = obs["cell_type"].astype(str)
+    if "percent_volume_dmso" in obs.columns:
+        stratum = stratum + "|dmso" + obs["percent_volume_dmso"].astype(str)
+    strata = pd.Series(ctrl).groupby(stratum.to_numpy()).any()
     missing = strata.index[~strata.to_numpy()].tolist()
     if missing:
-        out["controls"].append(f"no DMSO controls in cell_type strata {missing[:5]}")
+        out["controls"].append(f"no DMSO controls in strata {missing[:5]}")
     return out
 
 

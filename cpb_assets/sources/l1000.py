@@ -240,11 +240,33 @@ def _landmark_genes(gct: GCT, matrix_file: Path, q: Quarantine) -> tuple[pd.Data
 
 def _read_folder(folder: Path, dataset: str) -> tuple[GCT, pd.DataFrame, Path, Path]:
     matrix_file = _find(folder, "*Level3*.gctx")
-    gct = read_gctx(matrix_file)
     inst_file = _find(folder, "*inst_info*.txt*", required=False)
     if inst_file is None:  # single-plate files carry their metadata in the GCTX columns
+        gct = read_gctx(matrix_file)
         return gct, _metadata_from_gct(gct), matrix_file, matrix_file
-    return gct, read_info_table(inst_file, INST_REQUIRED), matrix_file, inst_file
+    inst = read_info_table(inst_file, INST_REQUIRED)
+    # read only the kept instances and the landmark genes: the real matrices do not fit in memory
+    wanted = inst.loc[inst["pert_type"].isin(KEPT_PERT_TYPES), "inst_id"] if "pert_type" in inst.columns else None
+    landmarks = _landmark_probe_ids(folder)
+    return read_gctx(matrix_file, row_ids=landmarks, col_ids=wanted), inst, matrix_file, inst_file
+
+
+def _landmark_probe_ids(folder: Path) -> list[str] | None:
+    """Row IDs of the landmark genes from the gene_info table (None: no table, keep all rows).
+
+    Real Level 3 GCTX rows are Entrez IDs as text and the gene table marks
+    landmarks with ``pr_is_lm == 1``.
+    """
+    gene_file = _find(folder, "*gene_info*.txt*", required=False)
+    if gene_file is None:
+        return None
+    info = read_info_table(gene_file, ["pr_gene_id"])
+    flag = "pr_is_lm" if "pr_is_lm" in info.columns else ("pr_is_lmark" if "pr_is_lmark" in info.columns else None)
+    if flag is None:
+        raise SourceFormatError(gene_file, "pr_is_lm", "landmark flag column missing")
+    ids = info.loc[info[flag].astype(str).str.strip().isin(["1", "1.0"]), "pr_gene_id"].astype(str)
+    # rows may be plain Entrez IDs (real files) or '<entrez>_at' probe IDs (the synthetic stand-in)
+    return sorted(set(ids) | {f"{i}_at" for i in ids})
 
 
 def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmonized:

@@ -39,12 +39,10 @@ calls the function, and sends the result back as a pipes custom message.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
-import os
-import tempfile
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
+
+from cpb_resources.storage import atomic_path
 
 Workload = Callable[[dict], dict]
 
@@ -62,27 +60,8 @@ def resolve(ref: str) -> Workload:
     return obj
 
 
-@contextlib.contextmanager
-def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary file path beside ``final``; rename it onto ``final`` on success.
-
-    Light-weight twin of ``cpb_resources.storage.atomic_path`` for workloads
-    that should not import the storage layer. On any exception (including a
-    SIGTERM turned into ``WorkloadCancelled`` by the runner) the temporary
-    file is removed.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+# Workloads write through the one atomic writer of the storage layer.
+atomic_output = atomic_path
 
 
 __all__ = ["Workload", "resolve", "atomic_output"]

@@ -52,14 +52,28 @@ def test_single_sample_per_condition_is_skipped(two_strata, lim):
     assert st["reason"].str.contains("no residual degrees of freedom").all()
 
 
-def test_plate_confounded_with_condition_is_skipped(two_strata, lim):
+def test_plate_confounded_with_condition_is_not_estimable(two_strata, lim):
+    """A plate holding only one condition: that condition's contrasts are dropped (named), the rest fit."""
     a = two_strata[two_strata.obs["cell_type"] == "CVCL_0023"].copy()
     hit = (a.obs["perturbagen"] == "SYN_hit").to_numpy()
     a.obs["plate"] = np.where(hit, "SYN_P9", a.obs["plate"].to_numpy())
     de, st = run_de_partition(a, "vcpi_0001", "group", lim)
-    assert de.empty and st["status"].tolist() == ["skipped"]
+    assert st["status"].tolist() == ["ok"]
     reason = st["reason"].item()
-    assert "not of full rank" in reason and ("SYN_P9" in reason or "SYN_hit_1uM_24h" in reason)
+    assert "not estimable" in reason and "SYN_hit_1uM_24h" in reason and "SYN_P9" in reason
+    assert not de["treated_label"].str.startswith("SYN_hit").any()
+    assert de["contrast_id"].nunique() == st["n_contrasts"].item() > 0
+
+
+def test_only_confounded_condition_is_skipped(two_strata, lim):
+    a = two_strata[two_strata.obs["cell_type"] == "CVCL_0023"].copy()
+    keep = (a.obs["perturbagen"].isin(["SYN_hit"]) | a.obs["is_control"]).to_numpy()
+    a = a[keep].copy()
+    hit = (a.obs["perturbagen"] == "SYN_hit").to_numpy()
+    a.obs["plate"] = np.where(hit, "SYN_P9", a.obs["plate"].to_numpy())
+    de, st = run_de_partition(a, "vcpi_0001", "group", lim)
+    assert de.empty and st["status"].tolist() == ["skipped"]
+    assert "not of full rank" in st["reason"].item() and "SYN_hit_1uM_24h" in st["reason"].item()
 
 
 def test_all_zero_genes_do_not_change_other_genes(two_strata, lim):
