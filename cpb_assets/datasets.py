@@ -40,7 +40,7 @@ DATASET_INFO: dict[str, DatasetInfo] = {
         DatasetInfo("cigs_mce", "CIGS-MCE", "CIGS HTS2 / HiMAP-seq, MCE library", "count",
                     "HTS2 targeted panel", "CC-BY-4.0"),
         DatasetInfo("cigs_tcm", "CIGS-TCM", "CIGS HTS2 / HiMAP-seq, TCM library", "count",
-                    "HTS2 targeted panel", "CC-BY-4.0"),
+                    "HiMAP-seq targeted panel", "CC-BY-4.0"),
         DatasetInfo("dilimap_train", "DILImap train", "DILImap (primary hepatocytes), train split", "count",
                     "bulk RNA-seq", "CC-BY-4.0"),
         DatasetInfo("dilimap_train_val", "DILImap train+val", "DILImap, train + validation splits", "count",

@@ -12,6 +12,30 @@ suppressPackageStartupMessages({
   library(statmod)  # eBayes(robust = TRUE) needs it
 })
 
+# limma's contrasts.fit, computed once per distinct row of stdev.unscaled.
+#
+# For a non-orthogonal design (a plate term) contrasts.fit loops over genes,
+# multiplying a coefficients x coefficients Cholesky factor into the contrast
+# matrix for every gene: minutes for a few hundred contrasts. Without
+# weights (the normalized L1000 route) every gene has the same
+# stdev.unscaled row, so limma's own function is run on the distinct rows
+# only and its result copied to the genes sharing them: bit-identical to
+# contrasts.fit on the whole fit (rows are compared exactly, as hex floats).
+cpb_contrasts_fit <- function(fit, contrasts) {
+  su <- fit$stdev.unscaled
+  key <- apply(su, 1L, function(r) paste(sprintf("%a", r), collapse = ","))
+  grp <- match(key, unique(key))
+  if (anyNA(fit$coefficients) || max(grp) == nrow(su)) return(contrasts.fit(fit, contrasts))
+  reps <- which(!duplicated(grp))
+  distinct <- fit
+  distinct$stdev.unscaled <- su[reps, , drop = FALSE]
+  out <- contrasts.fit(distinct, contrasts)
+  u <- out$stdev.unscaled[grp, , drop = FALSE]
+  rownames(u) <- rownames(su)
+  out$stdev.unscaled <- u
+  out
+}
+
 # Fit one stratum and return per-contrast topTable columns as genes x contrasts
 # matrices plus per-gene moderated-variance terms and fit diagnostics.
 #
@@ -49,7 +73,7 @@ cpb_limma_de <- function(x, design, contrasts, normalized) {
       v <- voom(dge, design)
       fit <- lmFit(v, design)
     }
-    fit2 <- contrasts.fit(fit, contrasts)
+    fit2 <- cpb_contrasts_fit(fit, contrasts)
     fit2 <- eBayes(fit2, robust = TRUE, trend = isTRUE(normalized))
     genes <- rownames(fit2)
     cols <- c("logFC", "AveExpr", "t", "P.Value", "adj.P.Val", "B", "CI.L", "CI.R")

@@ -38,17 +38,14 @@ def world():
     return build_world()
 
 
-@pytest.fixture(scope="session")
-def l1000_home(tmp_path_factory) -> Path:
-    """A CPB_HOME where the demo's two L1000 partitions went through Dagster
-    (raw source, compound registry, harmonized AnnData with checks)."""
-    home = make_home(tmp_path_factory.mktemp("l1000_home"))
+def _demo_home(tmp_path_factory, name: str, datasets: list[str]) -> Path:
+    home = make_home(tmp_path_factory.mktemp(name))
     old = {k: os.environ.get(k) for k in ("CPB_HOME", "DAGSTER_HOME")}
     os.environ["CPB_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
     try:
         from cpb_jobs.demo import main
-        assert main(["--home", str(home), "--datasets", "l1000_phase1", "l1000_phase2"]) == 0
+        assert main(["--home", str(home), "--datasets", *datasets]) == 0
     finally:
         for k, v in old.items():
             if v is None:
@@ -56,3 +53,16 @@ def l1000_home(tmp_path_factory) -> Path:
             else:
                 os.environ[k] = v
     return home
+
+
+@pytest.fixture(scope="session")
+def l1000_home(tmp_path_factory) -> Path:
+    """A CPB_HOME where the demo's two L1000 partitions went through Dagster
+    (raw source, compound registry, harmonized AnnData, DE tables, with checks)."""
+    return _demo_home(tmp_path_factory, "l1000_home", ["l1000_phase1", "l1000_phase2"])
+
+
+@pytest.fixture(scope="session")
+def count_home(tmp_path_factory) -> Path:
+    """The same for a count-route dataset (VCPI-0001: edgeR/voom route, two cell lines)."""
+    return _demo_home(tmp_path_factory, "count_home", ["vcpi_0001"])

@@ -1,20 +1,44 @@
 """Assemble a harmonized AnnData from a source's per-sample table and matrix."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from cpb_assets.datasets import DATASET_INFO
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize.contexts import donor_fields
 from cpb_assets.harmonize.schema import CONTROL_NAME, DONOR_FIELDS, UNKNOWN, finalize_obs, make_sample_id
 
 SAMPLE_COLUMNS = ["plate", "well", "cell_type", "perturbagen", "is_control", "pert_dose_uM", "pert_time_h",
                   "source_id"]
+SYNTHETIC_MARK = "SYNTHETIC"
 
 
-def assemble_harmonized(samples: pd.DataFrame, X, genes: pd.DataFrame, *, dataset: str, assay: str,
+def is_synthetic(*evidence) -> bool:
+    """True when any native file name or metadata value given says SYNTHETIC.
+
+    `evidence`: file paths (only the file name counts, not the folder),
+    metadata strings (a workbook note, an ``uns`` note), or ``True`` (a
+    ``synthetic`` flag the file carries). Every synthetic writer of the project
+    marks its files so; real downloads never are.
+    """
+    for e in evidence:
+        if e is True or (isinstance(e, (bool, np.bool_)) and bool(e)):
+            return True
+        if isinstance(e, Path):
+            e = e.name
+        if isinstance(e, bytes):
+            e = e.decode("utf-8", "replace")
+        if isinstance(e, str) and SYNTHETIC_MARK in e:
+            return True
+    return False
+
+
+def assemble_harmonized(samples: pd.DataFrame, X, genes: pd.DataFrame, *, dataset: str, synthetic: bool,
                         registry: pd.DataFrame, file: str = "<source>",
                         suspension_type: str = "na") -> ad.AnnData:
     """Build the METHODS §2 AnnData.
@@ -31,11 +55,20 @@ def assemble_harmonized(samples: pd.DataFrame, X, genes: pd.DataFrame, *, datase
         (n_samples, n_genes) matrix: integer counts or normalized log values.
     genes
         Index Ensembl IDs (unique), column ``symbol``.
+    dataset
+        A key of ``DATASET_INFO``; obs ``assay`` is its ``assay`` (the one place
+        assay strings live).
+    synthetic
+        Whether the native files were SYNTHETIC (:func:`is_synthetic`); stored
+        as ``uns['synthetic']``, the only place it is set.
     registry
         ``source_id, pubchem_cid, cid_method`` for this dataset.
     file
         Named in errors.
     """
+    if dataset not in DATASET_INFO:
+        raise KeyError(f"unknown dataset partition {dataset!r}")
+    assay = DATASET_INFO[dataset].assay
     missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
     if missing:
         raise SourceFormatError(file, missing[0], "required sample field missing")
@@ -76,4 +109,5 @@ def assemble_harmonized(samples: pd.DataFrame, X, genes: pd.DataFrame, *, datase
         X = sp.csr_matrix(X)
     adata = ad.AnnData(X=X, obs=obs, var=var)
     adata.uns["dataset"] = dataset
+    adata.uns["synthetic"] = bool(synthetic)
     return adata

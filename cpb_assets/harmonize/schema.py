@@ -20,8 +20,11 @@ OBS_COLUMNS: dict[str, str] = {
     **{f: "O" for f in DONOR_FIELDS},
     "pubchem_cid": "O", "psbulk_cells": "i", "psbulk_counts": "i",
 }
-OPTIONAL_OBS = ["perturbagen_name", "split", "qc_pass", "percent_volume_dmso", "pert_id", "inchikey",
-                "cid_method"]
+# optional obs columns, each written by some source: cid_method (every dataset, assemble.py),
+# perturbagen_name, pert_id (most), split (OP3, DILImap), percent_volume_dmso (GDPx2),
+# subset, native_sample_id (CIGS)
+OPTIONAL_OBS = ["perturbagen_name", "split", "percent_volume_dmso", "pert_id", "cid_method", "subset",
+                "native_sample_id"]
 VAR_COLUMNS = {"symbol": "O"}
 
 CELL_TYPE_PATTERN = re.compile(r"^(CVCL_[0-9A-Z]{4}|CL_\d{7})$")

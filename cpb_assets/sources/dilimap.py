@@ -15,18 +15,21 @@ Two partitions read the same file and never mix: ``dilimap_train`` keeps
 samples are removed *first*, before any QC statistic or dose cluster is
 computed, so nothing from the test split influences either output.
 
-QC (METHODS §1; thresholds as in the DILImap tutorial's quality-control step):
+QC (METHODS §1; thresholds as in the DILImap tutorial's quality-control step),
+applied in order; every statistic is computed over the samples that passed the
+earlier steps, so wells already failed (e.g. cytotoxic LDH wells, which carry
+little RNA) neither widen the RNA threshold nor serve as replicates:
 
 1. LDH: ``LDH_QC`` empty and ``COMPOUND != 'DMSO_replaced'``;
-2. RNA: ``log10(total counts) > median − K_SD·sd`` over the kept samples
-   (``K_SD = 2.5``) and mitochondrial fraction (``MT-`` genes / total)
+2. RNA: ``log10(total counts) > median − K_SD·sd`` over the samples passing 1
+   (``K_SD = 2.5``), then mitochondrial fraction (``MT-`` genes / total)
    ``< MITO_MAX = 0.09``;
-3. cross-replicate correlation: per plate, each sample's score is its highest
-   Pearson correlation of log2(CPM + 1) with another sample of the same
-   ``CMPD_DOSE`` on the plate; it passes when the score exceeds
-   ``max(MIN_CORR, plate median − 3·plate sd)`` of those scores
-   (``MIN_CORR = 0.9``). A sample without a replicate on its plate cannot be
-   checked and fails, as in DILImap's own rule.
+3. cross-replicate correlation over the samples passing 1–2: per plate, each
+   sample's score is its highest Pearson correlation of log2(CPM + 1) with
+   another such sample of the same ``CMPD_DOSE`` on the plate; it passes when
+   the score exceeds ``max(MIN_CORR, plate median − 3·plate sd)`` of those
+   scores (``MIN_CORR = 0.9``). A sample without a replicate on its plate
+   cannot be checked and fails, as in DILImap's own rule.
 
 Near-identical doses (e.g. 10 and 10.0004 µM written by different plates or
 splits) are clustered on log10 dose by single linkage with gap
@@ -44,18 +47,21 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cpb_assets.datasets import DATASET_INFO
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize import genes as gmap
-from cpb_assets.harmonize.assemble import assemble_harmonized
+from cpb_assets.harmonize.assemble import assemble_harmonized, is_synthetic
 from cpb_assets.harmonize.quarantine import Quarantine
 from cpb_assets.sources.base import COMPOUND_RECORD_COLUMNS, Harmonized, RemoteFile
 
 DATASETS = ("dilimap_train", "dilimap_train_val")
 SPLITS = {"dilimap_train": ("train",), "dilimap_train_val": ("train", "val")}
 CELL_TYPE = "CL_0000182"  # hepatocyte
-COUNTS_FILE = "SYNTHETIC_dilimap_counts.h5ad"
+COUNTS_FILE = "SYNTHETIC_dilimap_counts.h5ad"  # the synthetic writer's names
 COMPOUND_FILE = "SYNTHETIC_compound_DILI_labels.csv"
+# Files are found by pattern: the real downloads (validation_data_counts.h5ad,
+# compound_DILI_labels.csv) and the SYNTHETIC stand-ins both match.
+COUNTS_GLOB = "*_counts.h5ad"
+COMPOUND_GLOB = "*compound_DILI_labels*.csv"
 REQUIRED_OBS = ["COMPOUND", "CONCENTRATION_UM", "TIMEPOINT_HOURS", "DOSE_LEVEL", "CMPD_DOSE", "PLATE_NAME",
                 "WELL_ID", "LDH_QC", "SPLIT"]
 CONTROL_NAMES = {"DMSO"}
@@ -79,6 +85,17 @@ REMOTE_FILES: dict[str, list[RemoteFile]] = {
 # --------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------
+
+def find_file(folder: str | Path, pattern: str) -> Path:
+    """The one file of `folder` matching `pattern` (hidden files ignored)."""
+    folder = Path(folder)
+    hits = sorted(p for p in folder.glob(pattern) if not p.name.startswith("."))
+    if len(hits) != 1:
+        raise SourceFormatError(folder / pattern, "<file>",
+                                "no file matches this pattern" if not hits else
+                                f"several files match: {[h.name for h in hits]}")
+    return hits[0]
+
 
 def read_counts(path: str | Path) -> ad.AnnData:
     """Read and check a DILImap counts h5ad.
@@ -229,13 +246,13 @@ def cluster_doses(doses: np.ndarray, splits: np.ndarray, tol: float = DOSE_LOG10
 def compound_records(folder: str | Path, dataset: str) -> pd.DataFrame:
     """Compounds of the allowed splits (test-only compounds never appear)."""
     folder = Path(folder)
-    adata = read_counts(folder / COUNTS_FILE)
+    adata = read_counts(find_file(folder, COUNTS_GLOB))
     obs = adata.obs
     allowed = obs["SPLIT"].astype(str).isin(SPLITS[dataset])
     names = pd.unique(obs.loc[allowed, "COMPOUND"].astype(str))
     names = [n for n in names if n not in CONTROL_NAMES and n != REPLACED]
-    path = folder / COMPOUND_FILE
-    table = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["compound_name", "smiles"])
+    path = find_file(folder, COMPOUND_GLOB)
+    table = pd.read_csv(path)
     for col in ("compound_name", "smiles"):
         if col not in table.columns:
             raise SourceFormatError(path, col, "required column missing")
@@ -282,7 +299,7 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
     if dataset not in DATASETS:
         raise KeyError(f"dilimap serves {DATASETS}, not {dataset!r}")
     folder = Path(folder)
-    path = folder / COUNTS_FILE
+    path = find_file(folder, COUNTS_GLOB)
     fname = path.name
     q = Quarantine(dataset)
     adata = read_counts(path)
@@ -305,23 +322,30 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
     mito_cols = adata.var_names.astype(str).str.upper().str.startswith("MT-")
     mito = X[:, mito_cols].sum(axis=1)
     plates = obs["PLATE_NAME"].astype(str).to_numpy()
-    ldh = ldh_pass(obs)
-    low_rna, high_mito, thr = rna_pass(total, mito)
-    score = replicate_scores(X, obs["CMPD_DOSE"].astype(str).to_numpy(), plates)
-    rep_ok = replicate_pass(score, plates)
-    # each failing sample is recorded once, under the first check it fails
-    keep = np.ones(len(obs), dtype=bool)
     compound = obs["COMPOUND"].astype(str).to_numpy()
-    for mask, reason in [
-        (~ldh & (compound == REPLACED), "DMSO_replaced (viability replacement)"),
-        (~ldh, "LDH_QC flagged (cytotoxic)"),
-        (low_rna, f"low total RNA (log10 total <= median - {K_SD} sd = {thr:.3f})"),
-        (high_mito, f"mitochondrial fraction >= {MITO_MAX}"),
-        (~rep_ok, f"cross-replicate correlation below max({MIN_CORR}, plate median - {CORR_SD} sd)"),
-    ]:
+    keep = np.ones(len(obs), dtype=bool)
+
+    def drop(mask, reason):
+        # each failing sample is recorded once, under the first check it fails
         hit = keep & mask
         q.add(fname, ids[hit], reason)
-        keep &= ~hit
+        keep[hit] = False
+
+    ldh = ldh_pass(obs)
+    drop(~ldh & (compound == REPLACED), "DMSO_replaced (viability replacement)")
+    drop(~ldh, "LDH_QC flagged (cytotoxic)")
+    # the RNA threshold is a statistic of the samples still in (cytotoxic wells carry little RNA)
+    low_rna, high_mito, thr = np.zeros(len(obs), dtype=bool), np.zeros(len(obs), dtype=bool), -np.inf
+    if keep.any():
+        low_rna[keep], high_mito[keep], thr = rna_pass(total[keep], mito[keep])
+    drop(low_rna, f"low total RNA (log10 total <= median - {K_SD} sd = {thr:.3f})")
+    drop(high_mito, f"mitochondrial fraction >= {MITO_MAX}")
+    # replicates and the plate threshold likewise: only samples that passed everything so far
+    rep_ok = np.zeros(len(obs), dtype=bool)
+    if keep.any():
+        score = replicate_scores(X[keep], obs["CMPD_DOSE"].astype(str).to_numpy()[keep], plates[keep])
+        rep_ok[keep] = replicate_pass(score, plates[keep])
+    drop(~rep_ok, f"cross-replicate correlation below max({MIN_CORR}, plate median - {CORR_SD} sd)")
     obs = obs[keep]
     X = X[keep]
 
@@ -348,9 +372,10 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
         "split": obs["SPLIT"].astype(str).to_numpy(),
         "psbulk_cells": -666, "psbulk_counts": X.sum(axis=1).astype(np.int64),
     })
-    out = assemble_harmonized(samples, X, genes, dataset=dataset, assay=DATASET_INFO[dataset].assay,
+    synthetic = is_synthetic(path, find_file(folder, COMPOUND_GLOB), adata.uns.get("synthetic"),
+                             str(adata.uns.get("note", "")))
+    out = assemble_harmonized(samples, X, genes, dataset=dataset, synthetic=synthetic,
                               registry=registry, file=str(path), suspension_type="cell")
-    out.uns["synthetic"] = "SYNTHETIC" in fname or bool(adata.uns.get("synthetic", False))
     notes = {"splits": list(SPLITS[dataset]), "log10_total_threshold": thr, "n_doses_reassigned": n_moved,
              "quarantine": q.summary(), "n_samples": int(out.n_obs)}
     return Harmonized(adata=out, quarantine=q, notes=notes)

@@ -51,8 +51,8 @@ import pandas as pd
 
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize import genes as gmap
-from cpb_assets.harmonize.assemble import assemble_harmonized
-from cpb_assets.harmonize.contexts import CONTEXTS, cell_line_to_cellosaurus
+from cpb_assets.harmonize.assemble import assemble_harmonized, is_synthetic
+from cpb_assets.harmonize.contexts import resolve_cell_types
 from cpb_assets.harmonize.quarantine import Quarantine
 from cpb_assets.harmonize.schema import UNKNOWN
 from cpb_assets.harmonize.units import UnitError, dose_to_uM, parse_dose, parse_time
@@ -60,7 +60,6 @@ from cpb_assets.sources.base import (COMPOUND_RECORD_COLUMNS, Harmonized, Remote
                                      empty_compound_records)
 from cpb_resources.storage import atomic_path
 
-ASSAY = "DRUG-seq"
 DATASETS = ("novartis_drugseq", "vcpi_0001", "vcpi_0002", "gdpx2")
 
 # --- Novartis constants (data/Novartis_drugseq_U2OS_MoABox/README.md) -------------------------
@@ -213,13 +212,13 @@ def _time_hours(text) -> float:
 
 
 def _finish(samples: pd.DataFrame, X: np.ndarray, genes: pd.DataFrame, *, dataset: str, registry: pd.DataFrame,
-            file, q: Quarantine, notes: dict) -> Harmonized:
+            file, q: Quarantine, notes: dict, files: list[Path]) -> Harmonized:
     samples = samples.copy()
     samples["psbulk_cells"] = UNKNOWN
     samples["psbulk_counts"] = X.sum(axis=1).astype(np.int64)
     import scipy.sparse as sp
 
-    adata = assemble_harmonized(samples, sp.csr_matrix(X), genes, dataset=dataset, assay=ASSAY,
+    adata = assemble_harmonized(samples, sp.csr_matrix(X), genes, dataset=dataset, synthetic=is_synthetic(*files),
                                 registry=registry, file=str(file))
     notes = {**notes, "n_samples": int(adata.n_obs), "n_genes": int(adata.n_vars),
              "n_controls": int(adata.obs["is_control"].sum()), "quarantine": q.summary()}
@@ -233,15 +232,6 @@ def _find(folder: Path, pattern: str) -> Path:
                                 "no file matches this pattern" if not hits else
                                 f"several files match: {[h.name for h in hits]}")
     return hits[0]
-
-
-def _resolve_cell_type(name: str) -> str | None:
-    ct = cell_line_to_cellosaurus(name)
-    if ct is None:
-        ct = GDPX2_CELL_TYPES.get(str(name).strip().lower())
-    if ct is not None and ct not in CONTEXTS.index:
-        return None  # no donor metadata for it yet (contexts table)
-    return ct
 
 
 # =========================================================================== Novartis: reading
@@ -376,11 +366,10 @@ def harmonize_novartis(folder: Path, dataset: str, registry: pd.DataFrame) -> Ha
 
     names = compounds.set_index("cmpd_sample_id")
     name_col = next((c for c in ("chemical_name", "name", "compound_name") if c in names.columns), None)
+    cell = resolve_cell_types(anno["cell_line_name"], q, exp_file)
     rows, ok = [], []
-    for rid, r, w, c in zip(anno.index, anno.itertuples(index=False), wt, cmpd):
-        ct = _resolve_cell_type(r.cell_line_name)
-        if ct is None:
-            q.add(exp_file, [rid], f"unknown cell line {r.cell_line_name!r}")
+    for rid, r, w, c, ct in zip(anno.index, anno.itertuples(index=False), wt, cmpd, cell):
+        if ct is None:  # quarantined above
             ok.append(False)
             continue
         ctrl = w == "RC"
@@ -400,8 +389,9 @@ def harmonize_novartis(folder: Path, dataset: str, registry: pd.DataFrame) -> Ha
         ok.append(True)
     ok = np.array(ok, dtype=bool)
     samples = pd.DataFrame(rows)
+    files = [exp_file, robust_file, gene_file, cmpd_file]
     return _finish(samples, X[ok], genes, dataset=dataset, registry=registry, file=exp_file, q=q,
-                   notes={"files": [p.name for p in (exp_file, robust_file, gene_file, cmpd_file)]})
+                   notes={"files": [p.name for p in files]}, files=files)
 
 
 def novartis_compound_records(folder: Path) -> pd.DataFrame:
@@ -458,11 +448,10 @@ def harmonize_vcpi(folder: Path, dataset: str, registry: pd.DataFrame) -> Harmon
         ("non-DMSO control", (is_ctrl & (uid.str.upper() != "DMSO")).to_numpy()),
     ], meta_file, q)
     meta, counts, is_ctrl = meta[keep], counts[keep], is_ctrl[keep]
+    cell = resolve_cell_types(meta["cell_line"], q, meta_file)
     rows, ok = [], []
-    for rid, r, ctrl in zip(meta.index, meta.itertuples(index=False), is_ctrl):
-        ct = _resolve_cell_type(r.cell_line)
-        if ct is None:
-            q.add(meta_file, [rid], f"unknown cell line {r.cell_line!r}")
+    for rid, r, ctrl, ct in zip(meta.index, meta.itertuples(index=False), is_ctrl, cell):
+        if ct is None:  # quarantined above
             ok.append(False)
             continue
         try:
@@ -481,7 +470,7 @@ def harmonize_vcpi(folder: Path, dataset: str, registry: pd.DataFrame) -> Harmon
         ok.append(True)
     ok = np.array(ok, dtype=bool)
     return _finish(pd.DataFrame(rows), counts[ok], genes, dataset=dataset, registry=registry, file=meta_file,
-                   q=q, notes={"files": [meta_file.name, data_file.name]})
+                   q=q, notes={"files": [meta_file.name, data_file.name]}, files=[meta_file, data_file])
 
 
 def vcpi_compound_records(folder: Path) -> pd.DataFrame:
@@ -530,11 +519,10 @@ def harmonize_gdpx2(folder: Path, dataset: str, registry: pd.DataFrame) -> Harmo
          .to_numpy()),
     ], obs_file, q)
     obs, counts, st = obs[keep], counts[keep], st[keep]
+    cell = resolve_cell_types(obs["cell_type"], q, obs_file, extra=GDPX2_CELL_TYPES)
     rows, ok = [], []
-    for rid, r, s in zip(obs.index, obs.itertuples(index=False), st):
-        ct = _resolve_cell_type(r.cell_type)
-        if ct is None:
-            q.add(obs_file, [rid], f"unknown cell type {r.cell_type!r}")
+    for rid, r, s, ct in zip(obs.index, obs.itertuples(index=False), st, cell):
+        if ct is None:  # quarantined above
             ok.append(False)
             continue
         ctrl = s == GDPX2_DMSO_SAMPLE_TYPE
@@ -555,7 +543,7 @@ def harmonize_gdpx2(folder: Path, dataset: str, registry: pd.DataFrame) -> Harmo
     ok = np.array(ok, dtype=bool)
     return _finish(pd.DataFrame(rows), counts[ok], genes, dataset=dataset, registry=registry, file=obs_file,
                    q=q, notes={"files": [x_file.name, obs_file.name, var_file.name],
-                               "strata": "cell_type x percent_volume_dmso"})
+                               "strata": "cell_type x percent_volume_dmso"}, files=[x_file, obs_file, var_file])
 
 
 def gdpx2_compound_records(folder: Path) -> pd.DataFrame:
@@ -726,6 +714,8 @@ def _well_positions(n: int, start_col: int = 1, last_col: int = 22) -> list[str]
 
 
 def _world_cell_name(cell_type: str) -> str:
+    from cpb_assets.harmonize.contexts import CONTEXTS
+
     return str(CONTEXTS.loc[cell_type, "name"])
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from cpb_assets.errors import SourceFormatError
-from cpb_assets.harmonize.assemble import assemble_harmonized
-from cpb_assets.harmonize.contexts import cell_line_to_cellosaurus
+from cpb_assets.harmonize.assemble import assemble_harmonized, is_synthetic
+from cpb_assets.harmonize.contexts import cell_line_to_cellosaurus, resolve_cell_types
 from cpb_assets.harmonize.quarantine import Quarantine
 from cpb_assets.harmonize.units import UnitError, dose_to_uM, parse_dose, parse_time, time_to_h
 from cpb_assets.sources.base import Harmonized, RemoteFile, empty_compound_records
@@ -24,7 +24,6 @@ from cpb_assets.sources.gctx import GCT, read_gct, read_gctx, write_gctx
 KEPT_PERT_TYPES = {"trt_cp", "ctl_vehicle"}
 MISSING = {"-666", "-666.0", "", "nan", "None"}
 INST_REQUIRED = ["inst_id", "pert_id", "pert_iname", "pert_type", "cell_id"]
-ASSAY = "L1000"
 
 _GEO = "https://ftp.ncbi.nlm.nih.gov/geo/series"
 REMOTE_FILES: dict[str, list[RemoteFile]] = {
@@ -180,9 +179,11 @@ def harmonize_gct(gct: GCT, inst: pd.DataFrame, *, dataset: str, registry: pd.Da
     time = _times_h(inst, inst_file)
     bad = ~np.isfinite(dose) | ~np.isfinite(time)
     q.add(inst_file, inst.loc[bad, "inst_id"], "dose or time missing")
-    cell = inst["cell_id"].map(lambda c: cell_line_to_cellosaurus(c))
+    # instances without dose/time were quarantined above; the rest are checked for their cell line
+    cell = pd.Series(None, index=inst.index, dtype=object)
+    cell[~bad] = resolve_cell_types(inst.loc[~bad, "cell_id"].set_axis(inst.loc[~bad, "inst_id"]), q,
+                                    inst_file).to_numpy()
     unknown_cell = cell.isna().to_numpy()
-    q.add(inst_file, inst.loc[unknown_cell & ~bad, "inst_id"], "cell line without a Cellosaurus mapping")
     ok = ~bad & ~unknown_cell
     inst, dose, time, cell = inst[ok].reset_index(drop=True), dose[ok], time[ok], cell[ok].reset_index(drop=True)
 
@@ -205,11 +206,23 @@ def harmonize_gct(gct: GCT, inst: pd.DataFrame, *, dataset: str, registry: pd.Da
         "pert_dose_uM": dose, "pert_time_h": time,
         "source_id": inst["pert_id"].where(inst["pert_type"] == "trt_cp", None).to_numpy(),
     })
-    adata = assemble_harmonized(samples, X, genes.set_index("ensembl_id"), dataset=dataset, assay=ASSAY,
+    synthetic = is_synthetic(Path(matrix_file), Path(inst_file), _gctx_synthetic_attr(matrix_file))
+    adata = assemble_harmonized(samples, X, genes.set_index("ensembl_id"), dataset=dataset, synthetic=synthetic,
                                 registry=registry, file=str(inst_file))
     notes = {"instances_kept": int(adata.n_obs), "instances_dropped": int(q.to_frame()["n"].sum()),
              "genes": int(adata.n_vars), "genes_unmapped": int(len(unmapped))}
     return Harmonized(adata, q, unmapped, notes)
+
+
+def _gctx_synthetic_attr(path: Path):
+    """The GCTX root attribute ``synthetic`` (the demo writer's label), None for other files."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            return fh.attrs.get("synthetic")
+    except OSError:  # GCT text, not HDF5
+        return None
 
 
 def _landmark_genes(gct: GCT, matrix_file: Path, q: Quarantine) -> tuple[pd.DataFrame, pd.DataFrame]:

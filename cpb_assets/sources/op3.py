@@ -31,7 +31,7 @@ import scipy.sparse as sp
 
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize import genes as gmap
-from cpb_assets.harmonize.assemble import assemble_harmonized
+from cpb_assets.harmonize.assemble import assemble_harmonized, is_synthetic
 from cpb_assets.harmonize.contexts import OP3_CELL_TYPES, donor_fields
 from cpb_assets.harmonize.quarantine import Quarantine
 from cpb_assets.sources.base import COMPOUND_RECORD_COLUMNS, Harmonized, RemoteFile, empty_compound_records
@@ -39,7 +39,6 @@ from cpb_assets.sources.drugseq import integer_counts, require_columns
 from cpb_resources.storage import atomic_path
 
 DATASET = "op3"
-ASSAY = "10x 3' v3.1 scRNA-seq pseudobulk"
 DMSO_NAME = "Dimethyl Sulfoxide"
 POSITIVE_CONTROLS = ("Belinostat", "Dabrafenib")
 OBS_REQUIRED = ["plate_name", "well", "cell_type", "donor_id", "sm_name", "dose_uM", "timepoint_hr", "control",
@@ -192,8 +191,9 @@ def harmonize_anndata(raw: ad.AnnData, *, dataset: str, registry: pd.DataFrame, 
         block["self_reported_ethnicity"] = d["self_reported_ethnicity"]
         blocks.append(block)
     samples = pd.concat([samples, pd.DataFrame(blocks, index=samples.index)], axis=1)
-    adata = assemble_harmonized(samples, X, genes, dataset=dataset, assay=ASSAY, registry=registry, file=str(file),
-                                suspension_type="cell")
+    synthetic = is_synthetic(Path(file), raw.uns.get("note"), raw.uns.get("synthetic"))
+    adata = assemble_harmonized(samples, X, genes, dataset=dataset, synthetic=synthetic, registry=registry,
+                                file=str(file), suspension_type="cell")
     notes = {"n_samples": int(adata.n_obs), "n_genes": int(adata.n_vars), "n_unmapped_genes": int(len(unmapped)),
              "n_controls": int(adata.obs["is_control"].sum()), "quarantine": q.summary(),
              "fallback_table_size": len(fallback)}

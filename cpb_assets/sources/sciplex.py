@@ -39,13 +39,12 @@ import scipy.sparse as sp
 
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize import pseudobulk as pb
-from cpb_assets.harmonize.assemble import assemble_harmonized
-from cpb_assets.harmonize.contexts import cell_line_to_cellosaurus
+from cpb_assets.harmonize.assemble import assemble_harmonized, is_synthetic
+from cpb_assets.harmonize.contexts import resolve_cell_types
 from cpb_assets.harmonize.quarantine import Quarantine
 from cpb_assets.sources.base import Harmonized, RemoteFile, empty_compound_records
 
 DATASET = "sciplex"
-ASSAY = "sci-RNA-seq3"
 KEPT_TIME_H = 24.0  # METHODS / paper: sci-Plex restricted to 24 h
 CONTROL_NAMES = {"vehicle", "dmso", "control", "ctrl"}
 # pData columns the pseudobulk group key and the condition need
@@ -205,11 +204,11 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
     name = meta["product_name"].astype(object).where(meta["product_name"].notna(), None)
     name = pd.Series([None if v is None else " ".join(str(v).split()) for v in name], dtype=object)
     dose_nM = pd.to_numeric(meta["dose"], errors="coerce").to_numpy()
-    cell_type = meta["cell_type"].map(lambda v: None if pd.isna(v) else cell_line_to_cellosaurus(v))
-    unknown_line = meta["cell_type"].notna().to_numpy() & cell_type.isna().to_numpy() & ~other_time
-    if unknown_line.any():
-        for line, n in meta.loc[unknown_line, "cell_type"].value_counts().items():
-            q.add_count(f_pdata.name, str(line), "unknown cell line", int(n), level="cell")
+    # cells without a cell type fail QC rule missing_group below; named but unknown lines are quarantined
+    named = meta["cell_type"].notna().to_numpy() & ~other_time
+    cell_type = pd.Series(None, index=meta.index, dtype=object)
+    cell_type[named] = resolve_cell_types(meta.loc[named, "cell_type"], q, f_pdata.name, n=np.ones(named.sum()))
+    unknown_line = named & cell_type.isna().to_numpy()
     missing = (meta[GROUP_FIELDS].isna().any(axis=1).to_numpy()
                | (~vehicle & (name.isna().to_numpy() | ~np.isfinite(dose_nM)
                               | meta["catalog_number"].isna().to_numpy())))
@@ -240,7 +239,8 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
         "source_id": groups["source_id"].replace("", None).astype(object),
         "psbulk_cells": groups["psbulk_cells"], "psbulk_counts": groups["psbulk_counts"],
     })
-    adata = assemble_harmonized(samples, sums, genes, dataset=dataset, assay=ASSAY, registry=registry,
+    adata = assemble_harmonized(samples, sums, genes, dataset=dataset,
+                                synthetic=is_synthetic(f_mat, f_cells, f_genes, f_pdata), registry=registry,
                                 file=str(f_pdata), suspension_type="nucleus")
     notes = {"cells_in_matrix": int(len(cells)), "cells_kept": int(samples["psbulk_cells"].sum()),
              "samples": int(adata.n_obs), "genes": int(adata.n_vars), "qc": q.summary()}

@@ -36,14 +36,13 @@ import scipy.sparse as sp
 
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize import pseudobulk as pb
-from cpb_assets.harmonize.assemble import assemble_harmonized
-from cpb_assets.harmonize.contexts import cell_line_to_cellosaurus
+from cpb_assets.harmonize.assemble import assemble_harmonized, is_synthetic
+from cpb_assets.harmonize.contexts import resolve_cell_types
 from cpb_assets.harmonize.quarantine import Quarantine
 from cpb_assets.harmonize.units import UnitError, dose_to_uM
 from cpb_assets.sources.base import Harmonized, RemoteFile, empty_compound_records
 
 DATASET = "tahoe100m"
-ASSAY = "Mosaic scRNA-seq"
 TIME_H = 24.0  # Tahoe-100M treats every well for 24 h (paper Table 1)
 CONTROL_DRUGS = {"DMSO_TF", "DMSO"}
 # obs columns that form the pseudobulk group key: plate, well, perturbagen(+dose), cell line
@@ -267,8 +266,8 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame, *,
     X = sp.vstack([s for _, s in plates], format="csr")
     del plates
     samples, X = _samples(groups, X, q, folder)
-    adata = assemble_harmonized(samples, X, genes, dataset=dataset, assay=ASSAY, registry=registry,
-                                file=str(folder), suspension_type="cell")
+    adata = assemble_harmonized(samples, X, genes, dataset=dataset, synthetic=is_synthetic(*files),
+                                registry=registry, file=str(folder), suspension_type="cell")
     notes = {"plates": len(files), "cells_kept": int(samples["psbulk_cells"].sum()),
              "samples": int(adata.n_obs), "qc": q.summary(),
              "groups_below_50_cells": int((samples["psbulk_cells"] < 50).sum())}
@@ -289,11 +288,9 @@ def _samples(groups: pd.DataFrame, X: sp.csr_matrix, q: Quarantine, folder: Path
         dose = np.array([dose_to_uM(parsed[c][1], parsed[c][2]) for c in groups["condition"]], dtype=float)
     except UnitError as exc:
         raise SourceFormatError(folder / PLATE_GLOB, "obs/drugname_drugconc", str(exc)) from None
-    cell_type = groups["cell_line"].map(cell_line_to_cellosaurus)
+    # cell lines outside the context table are quarantined, counted in cells
+    cell_type = resolve_cell_types(groups["cell_line"], q, str(folder), n=groups["psbulk_cells"])
     bad = cell_type.isna().to_numpy()
-    if bad.any():
-        for ident, n in groups.loc[bad].groupby(["plate", "cell_line"])["psbulk_cells"].sum().items():
-            q.add_count(str(folder), f"{ident[0]}:{ident[1]}", "unknown cell line", int(n), level="cell")
     ctrl = name.isin(CONTROL_DRUGS).to_numpy()
     samples = pd.DataFrame({
         "plate": groups["plate"].astype(str), "well": groups["well"].astype(str),

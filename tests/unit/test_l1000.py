@@ -112,6 +112,7 @@ def test_synthetic_roundtrip_matches_design(world, demo_phase1):
     registry = pd.DataFrame({"source_id": rec["source_id"], "pubchem_cid": "1", "cid_method": "test"})
     a = l1000.harmonize(demo_phase1, "l1000_phase1", registry).adata
     assert validate_harmonized(a) == []
+    assert a.uns["synthetic"] is True  # the demo files say SYNTHETIC
     n_24 = len(d.cell_types) * d.replicates * (8 + len(d.compounds) * len(d.doses_uM))
     n_6 = len(d.cell_types) * d.replicates * (8 + len(d.extra["time_6h_compounds"]))
     assert a.n_obs == n_24 + n_6
@@ -200,3 +201,30 @@ def test_latin1_micro_sign(demo_phase1, tmp_path):
         l1000.harmonize(src, "l1000_phase1", NO_REGISTRY)
     assert err.value.field in ("pert_dose_unit", "pert_idose") and "0xb5" in str(err.value)
     assert path.name in str(err.value)
+
+
+# ------------------------------------------------------------------ shared source rules on the real plate
+def test_real_plate_is_not_labelled_synthetic_and_takes_the_dataset_assay(real_pair):
+    from cpb_assets.datasets import DATASET_INFO
+
+    _, gct = real_pair
+    h = l1000.harmonize_gct(gct, l1000._metadata_from_gct(gct), dataset="l1000_phase2", registry=NO_REGISTRY,
+                            matrix_file=REAL_GCT, inst_file=REAL_GCT)
+    assert h.adata.uns["synthetic"] is False
+    assert set(h.adata.obs["assay"]) == {DATASET_INFO["l1000_phase2"].assay} == {"L1000"}
+
+
+def test_unknown_cell_lines_of_the_real_plate_are_quarantined(real_pair):
+    _, gct = real_pair
+    inst = l1000._metadata_from_gct(gct)
+    kept = inst.index[inst["pert_type"].isin(["trt_cp", "ctl_vehicle"])]
+    # two instances of a line nobody knows, one Cellosaurus ID outside the context table
+    inst.loc[kept[:2], "cell_id"] = "NOT-A-LINE"
+    inst.loc[kept[2], "cell_id"] = "CVCL_9999"
+    h = l1000.harmonize_gct(gct, inst, dataset="l1000_phase1", registry=NO_REGISTRY, matrix_file=REAL_GCT,
+                            inst_file=REAL_GCT)
+    assert h.adata.n_obs == 26 + 328 - 3
+    q = h.quarantine.to_frame()
+    lost = q[q["reason"] == "unknown cell line"]
+    assert sorted(lost["record_id"]) == sorted(inst.loc[kept[:3], "inst_id"]) and lost["n"].sum() == 3
+    assert validate_harmonized(h.adata) == []

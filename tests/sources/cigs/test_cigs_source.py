@@ -217,3 +217,91 @@ def test_planted_truth_visible(demo, world):
     moved = np.abs(truth) > 0.5
     assert moved.sum() >= 10
     assert np.corrcoef(lfc[moved], truth[moved])[0, 1] > 0.8
+
+
+# ---------------------------------------------------------------- real file names, unknown cell lines
+
+def _same_adata(a, b):
+    pd.testing.assert_frame_equal(a.obs, b.obs)
+    pd.testing.assert_frame_equal(a.var, b.var)
+    assert np.array_equal(np.asarray(a.X), np.asarray(b.X))
+    assert dict(a.uns) == dict(b.uns)
+
+
+def test_remote_file_names_match_the_reader_patterns():
+    import fnmatch
+
+    for ds in cigs.DATASETS:
+        names = [f.filename for f in cigs.REMOTE_FILES[ds]]
+        counts = [n for n in names if fnmatch.fnmatch(n, cigs.COUNTS_GLOB.format(lib=cigs.LIBRARY[ds]))]
+        assert len(counts) == (len(names) - 1) // 2  # one counts + one metadata per subset, one supplement
+        assert all(n[: -len("Counts.xlsx")] + "MetaData.xlsx" in names for n in counts)
+        assert [n for n in names if fnmatch.fnmatch(n, cigs.COMPOUND_WORKBOOK_GLOB)] == \
+            ["41592_2025_2781_MOESM3_ESM.xlsx"]
+    assert fnmatch.fnmatch(cigs.COMPOUND_WORKBOOK, cigs.COMPOUND_WORKBOOK_GLOB)
+
+
+@pytest.mark.parametrize("dataset", cigs.DATASETS)
+def test_files_under_their_real_names_give_the_same_anndata(demo, dataset, tmp_path):
+    import shutil
+
+    folder, files, h = demo[dataset]
+    for f in files:  # the real downloads are the synthetic names without the SYNTHETIC_ prefix
+        shutil.copy(f, tmp_path / f.name.removeprefix("SYNTHETIC_"))
+    assert not any("SYNTHETIC" in p.name for p in tmp_path.iterdir())
+    assert (tmp_path / "41592_2025_2781_MOESM3_ESM.xlsx").exists()
+    h2 = cigs.harmonize(tmp_path, dataset, _registry(tmp_path, dataset))
+    _same_adata(h.adata, h2.adata)
+    # the workbooks' note rows still say SYNTHETIC, so the product stays labelled
+    assert h2.adata.uns["synthetic"] is True and h.adata.uns["synthetic"] is True
+    assert h2.quarantine.summary() == h.quarantine.summary()
+
+
+@pytest.mark.parametrize("extra", [None, "copy"])
+def test_compound_workbook_missing_or_ambiguous(hand_folder, extra):
+    import shutil
+
+    src = hand_folder / cigs.COMPOUND_WORKBOOK
+    if extra:
+        shutil.copy(src, hand_folder / "41592_2025_2781_MOESM3_ESM.xlsx")
+    else:
+        src.unlink()
+    with pytest.raises(SourceFormatError) as e:
+        cigs.compound_records(hand_folder, "cigs_mce")
+    assert e.value.field == "<file>" and e.value.file == str(hand_folder / cigs.COMPOUND_WORKBOOK_GLOB)
+    assert ("several" in e.value.problem) == bool(extra)
+
+
+def test_no_counts_workbook_names_the_pattern(tmp_path):
+    _write_compounds(tmp_path)
+    with pytest.raises(SourceFormatError) as e:
+        cigs.harmonize(tmp_path, "cigs_mce", _registry(tmp_path, "cigs_mce"))
+    assert e.value.field == "<file>" and e.value.file == str(tmp_path / "*MCE_*_Counts.xlsx")
+
+
+def test_unknown_cell_line_is_quarantined_not_raised(tmp_path):
+    # subset A: MDA-MB-231 (a real CIGS line, now in the context table); subset B: a line nobody knows
+    a = [("A01", "HY-1", _row(1.0, 7)), ("A02", "HY-2", _row(1.02, 7)), ("A03", "DMSO", _row(0.98, 7))]
+    b = [(f"B0{i}", t, _row(1 + 0.02 * i, 6)) for i, t in enumerate(["HY-1", "HY-2", "DMSO", "DMSO"])]
+    _write_pair(tmp_path, "A", GENES_A, a, cell="cell_MDA-MB-231")
+    _write_pair(tmp_path, "B", GENES_B, b, cell="cell_NOT-A-LINE")
+    _write_compounds(tmp_path)
+    h = cigs.harmonize(tmp_path, "cigs_mce", _registry(tmp_path, "cigs_mce"))
+    assert h.adata.n_obs == 3 and set(h.adata.obs["cell_type"]) == {"CVCL_0062"}
+    q = h.quarantine.to_frame()
+    lost = q[q["reason"] == "unknown cell line"]
+    assert sorted(lost["record_id"]) == ["B00", "B01", "B02", "B03"]
+    assert set(lost["file"]) == {"SYNTHETIC_MCE_B_MetaData.xlsx"} and h.quarantine.summary()["unknown cell line"] == 4
+    assert validate_harmonized(h.adata) == []
+
+
+def test_obs_columns_are_schema_columns(demo):
+    from cpb_assets.harmonize.schema import OBS_COLUMNS, OPTIONAL_OBS
+
+    for ds in cigs.DATASETS:
+        obs = demo[ds][2].adata.obs
+        assert set(obs.columns) - set(OBS_COLUMNS) == {"perturbagen_name", "pert_id", "cid_method", "subset",
+                                                       "native_sample_id"}
+        assert set(obs.columns) - set(OBS_COLUMNS) <= set(OPTIONAL_OBS)
+    from cpb_assets.datasets import DATASET_INFO
+    assert set(demo["cigs_tcm"][2].adata.obs["assay"]) == {DATASET_INFO["cigs_tcm"].assay}

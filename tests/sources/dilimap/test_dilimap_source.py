@@ -224,3 +224,103 @@ def test_planted_truth_visible(demo, world):
     moved = np.abs(truth) > 0.5
     assert moved.sum() >= 20
     assert np.corrcoef(lfc[moved], truth[moved])[0, 1] > 0.8
+
+
+# ---------------------------------------------------------------- real file names, QC statistics
+
+def test_remote_file_names_match_the_reader_patterns():
+    import fnmatch
+
+    for ds in dilimap.DATASETS:
+        names = [f.filename for f in dilimap.REMOTE_FILES[ds]]
+        assert [n for n in names if fnmatch.fnmatch(n, dilimap.COUNTS_GLOB)] == ["validation_data_counts.h5ad"]
+        assert [n for n in names if fnmatch.fnmatch(n, dilimap.COMPOUND_GLOB)] == ["compound_DILI_labels.csv"]
+    assert fnmatch.fnmatch(dilimap.COUNTS_FILE, dilimap.COUNTS_GLOB)
+    assert fnmatch.fnmatch(dilimap.COMPOUND_FILE, dilimap.COMPOUND_GLOB)
+
+
+@pytest.mark.parametrize("dataset", dilimap.DATASETS)
+def test_files_under_their_real_names_give_the_same_anndata(demo, dataset, tmp_path):
+    import shutil
+
+    folder, _, h = demo[dataset]
+    shutil.copy(folder / dilimap.COUNTS_FILE, tmp_path / "validation_data_counts.h5ad")
+    shutil.copy(folder / dilimap.COMPOUND_FILE, tmp_path / "compound_DILI_labels.csv")
+    recs = dilimap.compound_records(tmp_path, dataset)
+    pd.testing.assert_frame_equal(recs, dilimap.compound_records(folder, dataset))
+    reg = pd.DataFrame({"source_id": recs["source_id"], "pubchem_cid": None, "cid_method": "world"})
+    reg["pubchem_cid"] = h.adata.obs.drop_duplicates("perturbagen").set_index("perturbagen")["pubchem_cid"] \
+        .reindex(recs["source_id"]).astype(object).to_numpy()
+    h2 = dilimap.harmonize(tmp_path, dataset, reg)
+    pd.testing.assert_frame_equal(h.adata.obs, h2.adata.obs)
+    pd.testing.assert_frame_equal(h.adata.var, h2.adata.var)
+    assert (h.adata.X != h2.adata.X).nnz == 0 if sp.issparse(h.adata.X) else np.array_equal(h.adata.X, h2.adata.X)
+    # the file's own uns says synthetic: the renamed copy stays labelled
+    assert h2.adata.uns["synthetic"] is True and dict(h.adata.uns) == dict(h2.adata.uns)
+
+
+def test_two_counts_files_or_none_name_the_pattern(hand_folder):
+    import shutil
+
+    shutil.copy(hand_folder / dilimap.COUNTS_FILE, hand_folder / "validation_data_counts.h5ad")
+    with pytest.raises(SourceFormatError) as e:
+        dilimap.harmonize(hand_folder, "dilimap_train", pd.DataFrame(columns=["source_id", "pubchem_cid",
+                                                                              "cid_method"]))
+    assert e.value.field == "<file>" and e.value.file == str(hand_folder / dilimap.COUNTS_GLOB)
+    assert "several files" in e.value.problem
+    for p in hand_folder.glob("*.h5ad"):
+        p.unlink()
+    with pytest.raises(SourceFormatError) as e:
+        dilimap.compound_records(hand_folder, "dilimap_train")
+    assert e.value.field == "<file>" and "no file" in e.value.problem
+
+
+def test_rna_threshold_is_computed_over_samples_that_passed_ldh(tmp_path):
+    """Cytotoxic (LDH-flagged) wells carry little RNA; they must not widen the RNA threshold.
+
+    10 DMSO wells at ~2e6 reads, one DMSO well at 1 % of that, and 3 LDH-flagged wells of a
+    cytotoxic compound at 0.05 %. Over the 11 wells that passed LDH, the threshold
+    (median − 2.5 sd of log10 totals) is ~4.8, so the 1 % well (log10 ≈ 4.3) fails; over all 14 it
+    would be ~2.7 and the well would pass.
+    """
+    rng = np.random.default_rng(11)
+    n_genes = 300
+    p = rng.gamma(0.8, 1.0, n_genes)
+    p /= p.sum()
+    scale = [1.0] * 10 + [0.01] + [0.0005] * 3
+    X = np.vstack([rng.poisson(p * 2e6 * s) for s in scale]).astype(float)
+    compound = ["DMSO"] * 11 + ["toxin"] * 3
+    obs = pd.DataFrame({
+        "COMPOUND": compound, "CONCENTRATION_UM": [0.0] * 11 + [50.0] * 3, "TIMEPOINT_HOURS": 24.0,
+        "DOSE_LEVEL": ["Control"] * 11 + ["High"] * 3, "PLATE_NAME": "PL1",
+        "WELL_ID": [f"A{i + 1:02d}" for i in range(14)], "LDH_QC": [""] * 11 + ["LDH high"] * 3,
+        "SPLIT": "train"}, index=[f"S{i:02d}" for i in range(14)])
+    obs["CMPD_DOSE"] = obs["COMPOUND"] + "_" + obs["DOSE_LEVEL"]
+    gene_id = [f"ENSG{90000000000 + j:011d}" for j in range(n_genes)]
+    ad.AnnData(X=sp.csr_matrix(X.astype(np.float32)), obs=obs,
+               var=pd.DataFrame({"gene_id": gene_id}, index=[f"GENE{j}" for j in range(n_genes)])
+               ).write_h5ad(tmp_path / dilimap.COUNTS_FILE)
+    pd.DataFrame({"compound_name": ["toxin"], "smiles": ["CCO"]}).to_csv(tmp_path / dilimap.COMPOUND_FILE,
+                                                                          index=False)
+    h = dilimap.harmonize(tmp_path, "dilimap_train", pd.DataFrame(columns=["source_id", "pubchem_cid",
+                                                                          "cid_method"]))
+    logt = np.log10(X.sum(axis=1))
+    expected = np.median(logt[:11]) - 2.5 * np.std(logt[:11], ddof=1)
+    assert h.notes["log10_total_threshold"] == pytest.approx(expected)
+    assert 4.6 < expected < 5.0
+    assert np.median(logt) - 2.5 * np.std(logt, ddof=1) < logt[10]  # the old rule would have kept S10
+    reasons = h.quarantine.to_frame().set_index("record_id")["reason"]
+    assert reasons["S10"].startswith("low total RNA")
+    assert {reasons[f"S{i}"] for i in (11, 12, 13)} == {"LDH_QC flagged (cytotoxic)"}
+    assert len(reasons) == 4 and h.adata.n_obs == 10
+
+
+def test_round_trip_is_labelled_synthetic_and_uses_dataset_assay(demo):
+    from cpb_assets.datasets import DATASET_INFO
+    from cpb_assets.harmonize.schema import OBS_COLUMNS, OPTIONAL_OBS
+
+    for ds in dilimap.DATASETS:
+        a = demo[ds][2].adata
+        assert a.uns["synthetic"] is True
+        assert set(a.obs["assay"]) == {DATASET_INFO[ds].assay}
+        assert set(a.obs.columns) - set(OBS_COLUMNS) <= set(OPTIONAL_OBS)

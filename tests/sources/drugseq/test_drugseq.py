@@ -22,7 +22,7 @@ def _listing(folder):
 
 
 # --------------------------------------------------------------------------- Novartis hand fixture
-def _novartis_fixture(folder, counts_dtype=np.float64, poison=None):
+def _novartis_fixture(folder, counts_dtype=np.float64, poison=None, cells=None):
     """One batch, one plate, 12 wells; 5 fail: 2 EMPTY, 1 positive control, 1 zero library, 1 non-robust RC."""
     wells = [  # well_type, cmpd_sample_id, concentration, unit
         ("SA", "AA-01-XX01", 100.0, "nM"), ("SA", "AA-01-XX01", 10.0, "uM"),
@@ -40,7 +40,8 @@ def _novartis_fixture(folder, counts_dtype=np.float64, poison=None):
         "batch_id": 1, "plate_barcode": "PL1", "well_id": [f"A{k + 1:02d}" for k in range(n)],
         "external_biosample_id": [f"EXT-{k}" for k in range(n)],
         "cmpd_sample_id": [w[1] for w in wells], "well_type": [w[0] for w in wells],
-        "cell_line_name": "U-2 OS", "concentration": [w[2] for w in wells], "unit": [w[3] for w in wells],
+        "cell_line_name": "U-2 OS" if cells is None else cells,
+        "concentration": [w[2] for w in wells], "unit": [w[3] for w in wells],
         "hours_post_treatment": ["24.0"] * 6 + ["24.0 hr"] * 6,
     }, index=colnames)
     gene_ids = ["TP53,grch38_17", "TP53,grch38_17_PATCH", "LOC1,grch38_2", "BRCA1,grch38_17"]
@@ -96,7 +97,7 @@ def test_novartis_rejects_non_integer_counts(tmp_path, value, word):
 
 
 # --------------------------------------------------------------------------- VCPI hand fixture
-def _vcpi_fixture(folder, poison=None):
+def _vcpi_fixture(folder, poison=None, cells=None):
     """8 samples; 3 fail: 1 zero library, 2 non-DMSO controls. Genes: 3 + 2 ERCC."""
     meta = pd.DataFrame({
         "sequenced_id": [f"S{k}" for k in range(8)], "container_id": ["P 1"] * 8,
@@ -106,7 +107,7 @@ def _vcpi_fixture(folder, poison=None):
         "compound_concentration": [1000.0, 10.0, 1.0, 0, 0, 1, 1, 10.0],
         "compound_concentration_unit": ["nM", "uM", "uM", "uM", "uM", "uM", "uM", "uM"],
         "timepoint": ["24h", "24h", "24.0 H", "24h", "24h", "24h", "24h", "24h"],
-        "cell_line": ["A549"] * 4 + ["A-549"] * 4,
+        "cell_line": ["A549"] * 4 + ["A-549"] * 4 if cells is None else cells,
         "is_control": ["False", "False", "False", "True", "True", "True", "True", "False"],
     })
     counts = np.tile(np.array([4, 6, 1, 9, 9]), (8, 1))
@@ -147,7 +148,7 @@ def test_vcpi_rejects_fractional_counts(tmp_path):
 
 
 # --------------------------------------------------------------------------- GDPx2 hand fixture
-def _gdpx2_fixture(folder, poison=None):
+def _gdpx2_fixture(folder, poison=None, cells=None):
     """10 samples; 3 fail: 2 'Ginkgo Pos Control', 1 zero library. Genes 2 + 1 ERCC (by symbol)."""
     st = (["Ginkgo Sample"] * 4 + [drugseq.GDPX2_DMSO_SAMPLE_TYPE] * 3
           + ["Ginkgo Pos Control - Dexamethasone", "Ginkgo Pos Control - Brefeldin A", "Ginkgo Sample"])
@@ -158,7 +159,7 @@ def _gdpx2_fixture(folder, poison=None):
         "pert_dose": ["9.5nM", "3000.0nM", "10.0uM", "10000.0nM", "0.1%", "0.5%", "0.5%", "1000.0nM", "1000.0nM",
                       "300.0nM"],
         "pert_time": "24.0h", "percent_volume_dmso": [0.1, 0.5, 0.1, 0.5, 0.1, 0.5, 0.5, 0.1, 0.1, 0.1],
-        "cell_type": "MCF7",
+        "cell_type": "MCF7" if cells is None else cells,
     })
     obs.index = pd.Index([f"X{k}" for k in range(10)], name="sample_id")
     counts = np.tile(np.array([3, 2, 50]), (10, 1))
@@ -275,3 +276,55 @@ def test_novartis_planted_truth(demo):
     hit = truth != 0
     r = np.corrcoef(obs_lfc[expressed & hit], truth[expressed & hit])[0, 1]
     assert r > 0.7
+
+
+# --------------------------------------------------------------------------- unknown cell lines
+def test_novartis_unknown_cell_line_is_quarantined(tmp_path):
+    # wells A01 and A02 (kept by every earlier filter) carry a line nobody knows
+    _novartis_fixture(tmp_path, cells=["XYZ-1", "XYZ-1"] + ["U-2 OS"] * 10)
+    h = drugseq.harmonize(tmp_path, "novartis_drugseq", _registry(drugseq.compound_records(tmp_path,
+                                                                                         "novartis_drugseq")))
+    assert h.adata.n_obs == 5 and "A01" not in set(h.adata.obs["well"]) and "A02" not in set(h.adata.obs["well"])
+    assert h.quarantine.summary()["unknown cell line"] == 2
+    assert validate_harmonized(h.adata) == []
+
+
+def test_vcpi_unknown_cell_line_is_quarantined(tmp_path):
+    _vcpi_fixture(tmp_path, cells=["A549", "NOT-A-LINE", "A549", "A549", "A549", "A549", "A549", "CVCL_9999"])
+    h = drugseq.harmonize(tmp_path, "vcpi_0001", _registry(drugseq.compound_records(tmp_path, "vcpi_0001")))
+    q = h.quarantine.to_frame()
+    # S7 is a zero-count library first (one reason per sample); S1 alone fails on its cell line
+    assert q.loc[q["reason"] == "unknown cell line", "record_id"].tolist() == ["S1"]
+    assert h.adata.n_obs == 4 and set(h.adata.obs["cell_type"]) == {"CVCL_0023"}
+
+
+def test_gdpx2_primary_cell_types_and_unknown_labels(tmp_path):
+    cells = (["fibroblast of dermis", "aortic smooth muscle cell", "fibroblast of dermis", "skeletal muscle myoblast",
+              "fibroblast of dermis", "aortic smooth muscle cell", "skeletal muscle myoblast", "MCF7", "MCF7",
+              "epithelial melanocyte"])
+    cells[2] = "keratinocyte"  # not a GDPx2 label: quarantined
+    _gdpx2_fixture(tmp_path, cells=cells)
+    h = drugseq.harmonize(tmp_path, "gdpx2", _registry(drugseq.compound_records(tmp_path, "gdpx2")))
+    obs = h.adata.obs.set_index("well")
+    assert obs["cell_type"].to_dict() == {"A01": "CL_0002551", "A02": "CL_0002539", "A04": "CL_0000515",
+                                          "A05": "CL_0002551", "A06": "CL_0002539", "A07": "CL_0000515"}
+    q = h.quarantine.to_frame()
+    assert q.loc[q["reason"] == "unknown cell line", "record_id"].tolist() == ["X2"]
+    assert set(h.adata.obs["tissue_type"]) == {"primary cell"}
+
+
+@pytest.mark.parametrize("ds", drugseq.DATASETS)
+def test_round_trip_is_labelled_synthetic_and_uses_dataset_assay(demo, ds):
+    from cpb_assets.datasets import DATASET_INFO
+    from cpb_assets.harmonize.schema import OBS_COLUMNS, OPTIONAL_OBS
+
+    a = demo[1][ds][2].adata
+    assert a.uns["synthetic"] is True
+    assert set(a.obs["assay"]) == {DATASET_INFO[ds].assay} == {"DRUG-seq"}
+    assert set(a.obs.columns) - set(OBS_COLUMNS) <= set(OPTIONAL_OBS)
+
+
+def test_hand_fixture_not_named_synthetic_is_not_labelled_synthetic(tmp_path):
+    _vcpi_fixture(tmp_path)  # files tagged FIXTURE, no SYNTHETIC in names
+    h = drugseq.harmonize(tmp_path, "vcpi_0001", _registry(drugseq.compound_records(tmp_path, "vcpi_0001")))
+    assert h.adata.uns["synthetic"] is False

@@ -139,3 +139,14 @@ def test_planted_truth(demo):
     sel = (truth != 0) & (cpm[ctl].mean(0)[known] > 50)
     r = np.corrcoef(lfc[known][sel], truth[sel])[0, 1]
     assert r > 0.7
+
+
+def test_round_trip_is_labelled_synthetic_and_uses_dataset_assay(demo):
+    from cpb_assets.datasets import DATASET_INFO
+    from cpb_assets.harmonize.schema import OBS_COLUMNS, OPTIONAL_OBS
+
+    a = demo[3].adata
+    assert a.uns["synthetic"] is True
+    # one assay string per dataset, from DATASET_INFO (OP3's module used to write its own)
+    assert set(a.obs["assay"]) == {DATASET_INFO["op3"].assay} == {"10x scRNA-seq pseudobulk"}
+    assert set(a.obs.columns) - set(OBS_COLUMNS) <= set(OPTIONAL_OBS)

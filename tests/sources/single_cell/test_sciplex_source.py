@@ -112,3 +112,39 @@ def test_compound_records_come_from_the_hash_table(sciplex_run, world):
     d = DESIGNS["sciplex"]
     assert sorted(rec["source_id"]) == sorted(world.compounds["catalog_id"].iloc[list(d.compounds)])
     assert rec["smiles"].notna().all() and "S0000" not in set(rec["source_id"])
+
+
+def test_unknown_cell_lines_are_quarantined_in_cells(tmp_path):
+    """A hand-written folder: 2 A549 nuclei that pass QC, 3 nuclei of lines outside the context table."""
+    def put(name, text):
+        (tmp_path / name).write_bytes(gzip.compress(text.encode()))
+    n_genes, cells = 300, ["c1", "c2", "c3", "c4", "c5"]
+    put("x_screen_gene.annotations.txt.gz", "".join(f"ENSG{90000000000 + k:011d}.1\tG{k}\n" for k in range(n_genes)))
+    put("x_screen_cell.annotations.txt.gz", "".join(f"{c}\tChem3\n" for c in cells))
+    # 5 UMIs on every gene of every nucleus: 300 genes, 1,500 UMIs, no MT- genes, no MALAT1
+    put("x_screen_UMI.count.matrix.gz", "".join(f"{g + 1}\t{c + 1}\t5\n" for c in range(5) for g in range(n_genes)))
+    cols = ["cell", "plate_oligo", "well_oligo", "cell_type", "time_point", "dose", "vehicle", "product_name",
+            "catalog_number"]
+    rows = ['"c1" "plate41" "plate2_A1" "A549" 24 0 TRUE "Vehicle" "S0000"',
+            '"c2" "plate41" "plate2_A2" "A549" 24 1000 FALSE "synthocin-20" "SYN-10020"',
+            '"c3" "plate41" "plate2_A1" "HeLa-S3" 24 0 TRUE "Vehicle" "S0000"',
+            '"c4" "plate41" "plate2_A2" "HeLa-S3" 24 1000 FALSE "synthocin-20" "SYN-10020"',
+            '"c5" "plate41" "plate2_A2" "CVCL_9999" 24 1000 FALSE "synthocin-20" "SYN-10020"']
+    put("x_pData.txt.gz", " ".join(f'"{c}"' for c in cols) + "\n" + "\n".join(rows) + "\n")
+    h = sciplex.harmonize(tmp_path, "sciplex", REG)
+    assert h.adata.n_obs == 2 and set(h.adata.obs["cell_type"]) == {"CVCL_0023"}
+    q = h.quarantine.to_frame()
+    lost = q[q["reason"] == "unknown cell line"].set_index("record_id")["n"].to_dict()
+    assert lost == {"HeLa-S3": 2, "CVCL_9999": 1}
+    assert q.loc[q["reason"] != "unknown cell line", "n"].sum() == 0  # the A549 nuclei pass QC
+    assert h.adata.uns["synthetic"] is False  # hand-written, not named SYNTHETIC
+
+
+def test_round_trip_is_labelled_synthetic_and_uses_dataset_assay(sciplex_run):
+    from cpb_assets.datasets import DATASET_INFO
+    from cpb_assets.harmonize.schema import OBS_COLUMNS, OPTIONAL_OBS
+
+    a = sciplex_run[2].adata
+    assert a.uns["synthetic"] is True
+    assert set(a.obs["assay"]) == {DATASET_INFO["sciplex"].assay}
+    assert set(a.obs.columns) - set(OBS_COLUMNS) <= set(OPTIONAL_OBS)

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize.schema import validate_harmonized
@@ -116,3 +117,32 @@ def test_peak_memory_does_not_grow_with_the_number_of_plates(world, tahoe_run, t
     plate_mib = np.mean([f.stat().st_size for f in plates]) / 2**20
     assert plate_mib > 25  # each plate is big enough that holding 4 more would show
     assert rss6 <= 1.2 * rss2, (rss2, rss6)
+
+
+def test_unknown_cell_lines_are_quarantined_in_cells(tmp_path):
+    """Hand-built pseudobulk groups: a line outside the context table and a name nobody knows."""
+    from cpb_assets.harmonize.quarantine import Quarantine
+
+    groups = pd.DataFrame({
+        "plate": ["plate1"] * 4, "well": ["smp_1", "smp_1", "smp_2", "smp_2"],
+        "condition": ["[('DMSO_TF', 0.0, 'uM')]"] * 2 + ["[('drugA', 0.5, 'uM')]"] * 2,
+        "cell_line": ["CVCL_0023", "CVCL_1056", "CVCL_0023", "NOT-A-LINE"],
+        "psbulk_cells": [60, 41, 55, 12], "psbulk_counts": [9000, 6000, 8000, 2000]})
+    X = sp.csr_matrix(np.arange(8, dtype=np.int64).reshape(4, 2))
+    q = Quarantine("tahoe100m")
+    samples, Xk = tahoe._samples(groups, X, q, tmp_path)
+    assert samples["cell_type"].tolist() == ["CVCL_0023", "CVCL_0023"]
+    assert Xk.toarray().tolist() == [[0, 1], [4, 5]]
+    rows = q.to_frame().set_index("record_id")
+    assert rows["n"].to_dict() == {"CVCL_1056": 41, "NOT-A-LINE": 12}
+    assert set(rows["reason"]) == {"unknown cell line"} and set(rows["level"]) == {"cell"}
+
+
+def test_round_trip_is_labelled_synthetic_and_uses_dataset_assay(tahoe_run):
+    from cpb_assets.datasets import DATASET_INFO
+    from cpb_assets.harmonize.schema import OBS_COLUMNS, OPTIONAL_OBS
+
+    a = tahoe_run[2].adata
+    assert a.uns["synthetic"] is True
+    assert set(a.obs["assay"]) == {DATASET_INFO["tahoe100m"].assay}
+    assert set(a.obs.columns) - set(OBS_COLUMNS) <= set(OPTIONAL_OBS)
