@@ -4,6 +4,8 @@ export CPB_HOME ?= $(CURDIR)/.cpb
 export DAGSTER_HOME ?= $(CPB_HOME)/dagster
 PY := .venv/bin/python
 SLURM ?= 0
+DATASETS ?=
+DEMO_ARGS := $(if $(strip $(DATASETS)),--datasets $(DATASETS),)
 
 .PHONY: install demo test test-fast ui bench slurm-up slurm-down clean
 
@@ -14,7 +16,12 @@ install:
 
 ## make demo: install, then generate the demo world and materialize every asset
 demo: install
-	$(PY) -m cpb_jobs.demo $(if $(filter 1,$(SLURM)),--compute slurm,)
+ifeq ($(SLURM),1)
+	@# heavy units (DE strata, pseudobulk plates) as jobs on the local one-node cluster; `make slurm-down` stops it
+	eval "$$(scripts/slurm-up)" && CPB_COMPUTE=slurm $(PY) -m cpb_jobs.demo $(DEMO_ARGS)
+else
+	$(PY) -m cpb_jobs.demo $(DEMO_ARGS)
+endif
 
 ## make test: install, then the whole suite (R, SLURM, UI included)
 test: install

@@ -42,7 +42,7 @@ def _materialize(selection, label: str, instance, partition_key: str | None = No
     print(f"  [{status}] {label:<40} {dt:6.1f} s", flush=True)
     if not ok:
         for ev in result.all_events:
-            if ev.is_failure and ev.step_failure_data is not None:
+            if ev.is_step_failure:
                 print(f"         {ev.step_key}: {ev.step_failure_data.error.message.strip()[:400]}")
     return ok, dt
 

@@ -61,9 +61,32 @@ def default_script_path() -> Path:
     return (Path(__file__).resolve().parent.parent / "r_scripts" / "limma_de.R")
 
 
+def r_objects():
+    """``rpy2.robjects``, with the process environment left as it was.
+
+    Starting R through rpy2 prepends R's library folders (``/usr/lib/R/lib``,
+    ``/usr/lib/x86_64-linux-gnu`` …) to ``LD_LIBRARY_PATH`` of this process.
+    Every Python subprocess started afterwards (a compute unit, ``dagster
+    dev``) would then load the system's libpython instead of the one it was
+    built with and fail to import ``ssl``. R's libraries are already loaded
+    by then, so the variable is put back.
+    """
+    import os
+
+    saved = os.environ.get("LD_LIBRARY_PATH")
+    import rpy2.robjects as ro
+
+    ro.r("NULL")  # start R now, so the restore below is the last word
+    if saved is None:
+        os.environ.pop("LD_LIBRARY_PATH", None)
+    else:
+        os.environ["LD_LIBRARY_PATH"] = saved
+    return ro
+
+
 def _r_function(script: Path):
     """Source the R script once per process into a fresh environment."""
-    import rpy2.robjects as ro
+    ro = r_objects()
 
     key = str(script)
     if key not in _loaded:

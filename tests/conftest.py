@@ -16,6 +16,15 @@ REAL_GCTX = REAL / "l1000_ljp005" / "test_l1000_highprecision.gctx"
 warnings.filterwarnings("ignore", category=Warning, module="dagster")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _r_started_cleanly():
+    """Start R once, before any test imports rpy2, so that R's LD_LIBRARY_PATH change is undone
+    for the whole session (subprocesses of later tests must load the venv's libpython)."""
+    from cpb_resources.limma import r_objects
+
+    r_objects()
+
+
 def make_home(path: Path) -> Path:
     """A fresh CPB_HOME with its Dagster instance config."""
     path.mkdir(parents=True, exist_ok=True)

@@ -67,8 +67,8 @@ def de_table(context: dg.AssetExecutionContext, storage: StorageResource, catalo
     write_de_partition(storage, ds, mode, de, strata)
     catalog.refresh()
     ok = strata["status"] == "ok"
-    table = strata[["stratum", "batch", "n_samples", "n_controls", "n_contrasts", "genes_kept", "status",
-                    "reason"]]
+    table = strata[["stratum", "batch", "n_samples", "n_controls", "n_contrasts", "genes_kept", "df_prior",
+                    "s2_prior", "status", "reason"]].round({"df_prior": 2, "s2_prior": 4})
     return dg.MaterializeResult(metadata={
         "rows": len(de), "contrasts": int(de["contrast_id"].nunique()) if len(de) else 0,
         "strata_ok": int(ok.sum()), "strata_skipped": int((~ok).sum()),

@@ -123,7 +123,8 @@ def compute_plate_runner(context, compute: ComputeResource, ds: str, staging: Pa
         compute.run(context, "cpb_assets.harmonize.workloads:pseudobulk_plate",
                     {"dataset": ds, "plate": str(plate), "axis": str(axis_file), "out_dir": str(staging)},
                     request=PSEUDOBULK_REQUEST)
-        return read_plate_outputs(staging, plate, int(np.asarray(axis["keep"]).sum()))
+        keep = np.asarray(axis["keep"])  # a boolean mask or the positions of the kept genes
+        return read_plate_outputs(staging, plate, int(keep.sum()) if keep.dtype == bool else len(keep))
 
     return run
 
