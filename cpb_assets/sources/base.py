@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 
 import anndata as ad
 import pandas as pd
 
+from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize.quarantine import Quarantine
 
 COMPOUND_RECORD_COLUMNS = ["source_id", "name", "smiles", "inchikey", "catalog_id"]
@@ -81,6 +83,25 @@ def source_module(dataset: str) -> ModuleType:
         return importlib.import_module(SOURCE_MODULE_NAMES[dataset])
     except KeyError:
         raise KeyError(f"unknown dataset partition {dataset!r}") from None
+
+
+def find_source_file(folder: str | Path, pattern: str, required: bool = True) -> Path | None:
+    """The one file of `folder` matching `pattern` (hidden and temporary files ignored).
+
+    Raises
+    ------
+    SourceFormatError
+        Field ``<file>``: no file matches (when `required`), or several do.
+    """
+    folder = Path(folder)
+    hits = sorted(p for p in folder.glob(pattern) if not p.name.startswith("."))
+    if not hits:
+        if required:
+            raise SourceFormatError(folder / pattern, "<file>", "no file matches this pattern")
+        return None
+    if len(hits) > 1:
+        raise SourceFormatError(folder / pattern, "<file>", f"several files match: {[h.name for h in hits]}")
+    return hits[0]
 
 
 def empty_compound_records() -> pd.DataFrame:

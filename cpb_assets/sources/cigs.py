@@ -54,7 +54,7 @@ from cpb_assets.harmonize.assemble import assemble_harmonized, is_synthetic
 from cpb_assets.harmonize.contexts import CONTEXTS, resolve_cell_types
 from cpb_assets.harmonize.quarantine import Quarantine
 from cpb_assets.harmonize.units import UnitError, parse_dose, parse_time
-from cpb_assets.sources.base import COMPOUND_RECORD_COLUMNS, Harmonized, RemoteFile
+from cpb_assets.sources.base import COMPOUND_RECORD_COLUMNS, Harmonized, RemoteFile, find_source_file
 
 DATASETS = ("cigs_mce", "cigs_tcm")
 LIBRARY = {"cigs_mce": "MCE", "cigs_tcm": "TCM"}
@@ -234,15 +234,6 @@ def read_metadata_workbook(path: str | Path, dataset: str) -> pd.DataFrame:
     return df
 
 
-def _find(folder: Path, pattern: str) -> Path:
-    """The one file of `folder` matching `pattern` (hidden files and Excel lock files ignored)."""
-    hits = _glob(folder, pattern)
-    if len(hits) != 1:
-        raise SourceFormatError(folder / pattern, "<file>",
-                                "no file matches this pattern" if not hits else
-                                f"several files match: {[h.name for h in hits]}")
-    return hits[0]
-
 
 def _glob(folder: Path, pattern: str) -> list[Path]:
     return sorted(p for p in Path(folder).glob(pattern) if not p.name.startswith((".", "~$")))
@@ -353,7 +344,7 @@ def _well(dataset: str, sid: str, row: pd.Series) -> str:
 
 def compound_records(folder: str | Path, dataset: str) -> pd.DataFrame:
     """Compounds of the source's compound table (one row per catalog number)."""
-    path = _find(Path(folder), COMPOUND_WORKBOOK_GLOB)
+    path = find_source_file(Path(folder), COMPOUND_WORKBOOK_GLOB)
     sheet = COMPOUND_SHEET[dataset]
     wb, ws = _open_sheet(path, sheet)
     try:
@@ -489,7 +480,7 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
 
     obs["psbulk_cells"] = -666
     obs["psbulk_counts"] = X.sum(axis=1).astype(np.int64)
-    synthetic = is_synthetic(_find(folder, COMPOUND_WORKBOOK_GLOB),
+    synthetic = is_synthetic(find_source_file(folder, COMPOUND_WORKBOOK_GLOB),
                              *[p for s in subsets for p in (s.counts_file, s.meta_file)],
                              *[n for s in subsets for n in s.notes])
     adata = assemble_harmonized(obs, X.astype(np.int64), genes, dataset=dataset, synthetic=synthetic,

@@ -51,7 +51,7 @@ from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize import genes as gmap
 from cpb_assets.harmonize.assemble import assemble_harmonized, is_synthetic
 from cpb_assets.harmonize.quarantine import Quarantine
-from cpb_assets.sources.base import COMPOUND_RECORD_COLUMNS, Harmonized, RemoteFile
+from cpb_assets.sources.base import COMPOUND_RECORD_COLUMNS, Harmonized, RemoteFile, find_source_file
 
 DATASETS = ("dilimap_train", "dilimap_train_val")
 SPLITS = {"dilimap_train": ("train",), "dilimap_train_val": ("train", "val")}
@@ -85,16 +85,6 @@ REMOTE_FILES: dict[str, list[RemoteFile]] = {
 # --------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------
-
-def find_file(folder: str | Path, pattern: str) -> Path:
-    """The one file of `folder` matching `pattern` (hidden files ignored)."""
-    folder = Path(folder)
-    hits = sorted(p for p in folder.glob(pattern) if not p.name.startswith("."))
-    if len(hits) != 1:
-        raise SourceFormatError(folder / pattern, "<file>",
-                                "no file matches this pattern" if not hits else
-                                f"several files match: {[h.name for h in hits]}")
-    return hits[0]
 
 
 def read_counts(path: str | Path) -> ad.AnnData:
@@ -246,12 +236,12 @@ def cluster_doses(doses: np.ndarray, splits: np.ndarray, tol: float = DOSE_LOG10
 def compound_records(folder: str | Path, dataset: str) -> pd.DataFrame:
     """Compounds of the allowed splits (test-only compounds never appear)."""
     folder = Path(folder)
-    adata = read_counts(find_file(folder, COUNTS_GLOB))
+    adata = read_counts(find_source_file(folder, COUNTS_GLOB))
     obs = adata.obs
     allowed = obs["SPLIT"].astype(str).isin(SPLITS[dataset])
     names = pd.unique(obs.loc[allowed, "COMPOUND"].astype(str))
     names = [n for n in names if n not in CONTROL_NAMES and n != REPLACED]
-    path = find_file(folder, COMPOUND_GLOB)
+    path = find_source_file(folder, COMPOUND_GLOB)
     table = pd.read_csv(path)
     for col in ("compound_name", "smiles"):
         if col not in table.columns:
@@ -299,7 +289,7 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
     if dataset not in DATASETS:
         raise KeyError(f"dilimap serves {DATASETS}, not {dataset!r}")
     folder = Path(folder)
-    path = find_file(folder, COUNTS_GLOB)
+    path = find_source_file(folder, COUNTS_GLOB)
     fname = path.name
     q = Quarantine(dataset)
     adata = read_counts(path)
@@ -372,7 +362,7 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
         "split": obs["SPLIT"].astype(str).to_numpy(),
         "psbulk_cells": -666, "psbulk_counts": X.sum(axis=1).astype(np.int64),
     })
-    synthetic = is_synthetic(path, find_file(folder, COMPOUND_GLOB), adata.uns.get("synthetic"),
+    synthetic = is_synthetic(path, find_source_file(folder, COMPOUND_GLOB), adata.uns.get("synthetic"),
                              str(adata.uns.get("note", "")))
     out = assemble_harmonized(samples, X, genes, dataset=dataset, synthetic=synthetic,
                               registry=registry, file=str(path), suspension_type="cell")

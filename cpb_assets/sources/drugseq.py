@@ -56,8 +56,8 @@ from cpb_assets.harmonize.contexts import resolve_cell_types
 from cpb_assets.harmonize.quarantine import Quarantine
 from cpb_assets.harmonize.schema import UNKNOWN
 from cpb_assets.harmonize.units import UnitError, dose_to_uM, parse_dose, parse_time
-from cpb_assets.sources.base import (COMPOUND_RECORD_COLUMNS, Harmonized, RemoteFile,
-                                     empty_compound_records)
+from cpb_assets.sources.base import (COMPOUND_RECORD_COLUMNS, Harmonized, RemoteFile, empty_compound_records,
+                                     find_source_file)
 from cpb_resources.storage import atomic_path
 
 DATASETS = ("novartis_drugseq", "vcpi_0001", "vcpi_0002", "gdpx2")
@@ -225,16 +225,7 @@ def _finish(samples: pd.DataFrame, X: np.ndarray, genes: pd.DataFrame, *, datase
     return Harmonized(adata=adata, quarantine=q, notes=notes)
 
 
-def _find(folder: Path, pattern: str) -> Path:
-    hits = sorted(p for p in folder.glob(pattern) if not p.name.startswith("."))
-    if len(hits) != 1:
-        raise SourceFormatError(folder / pattern, "<file>",
-                                "no file matches this pattern" if not hits else
-                                f"several files match: {[h.name for h in hits]}")
-    return hits[0]
 
-
-# =========================================================================== Novartis: reading
 def read_novartis_exp(path: str | Path) -> tuple[np.ndarray, pd.Index, pd.DataFrame]:
     """Read the Novartis ``Exp`` list (HDF5 layout) into one wells × genes matrix.
 
@@ -335,10 +326,10 @@ def _novartis_genes(gene_ids: pd.Index, table: pd.DataFrame, file, q: Quarantine
 
 
 def harmonize_novartis(folder: Path, dataset: str, registry: pd.DataFrame) -> Harmonized:
-    exp_file = _find(folder, "Exp*.h5")
-    robust_file = _find(folder, "robust_RC_ReferenceControl_DMSO_wells*.txt")
-    gene_file = _find(folder, "drugseq_ensg_v98*.csv")
-    cmpd_file = _find(folder, "MoABox_compounds_metadata*.txt")
+    exp_file = find_source_file(folder, "Exp*.h5")
+    robust_file = find_source_file(folder, "robust_RC_ReferenceControl_DMSO_wells*.txt")
+    gene_file = find_source_file(folder, "drugseq_ensg_v98*.csv")
+    cmpd_file = find_source_file(folder, "MoABox_compounds_metadata*.txt")
     q = Quarantine(dataset)
     counts, gene_ids, anno = read_novartis_exp(exp_file)
     robust = pd.read_csv(robust_file, sep="\t", dtype=str)
@@ -395,7 +386,7 @@ def harmonize_novartis(folder: Path, dataset: str, registry: pd.DataFrame) -> Ha
 
 
 def novartis_compound_records(folder: Path) -> pd.DataFrame:
-    cmpd_file = _find(folder, "MoABox_compounds_metadata*.txt")
+    cmpd_file = find_source_file(folder, "MoABox_compounds_metadata*.txt")
     df = pd.read_csv(cmpd_file, sep="\t", dtype=str)
     require_columns(df, ["cmpd_sample_id"], cmpd_file)
     df = df[~df["cmpd_sample_id"].isin([NOVARTIS_DMSO_ID, NOVARTIS_WATER_ID])]
@@ -415,8 +406,8 @@ def _clean_records(df: pd.DataFrame) -> pd.DataFrame:
 
 # =========================================================================== VCPI: reading
 def harmonize_vcpi(folder: Path, dataset: str, registry: pd.DataFrame) -> Harmonized:
-    meta_file = _find(folder, "*_metadata*.parquet")
-    data_file = _find(folder, "*_data*.parquet")
+    meta_file = find_source_file(folder, "*_metadata*.parquet")
+    data_file = find_source_file(folder, "*_data*.parquet")
     q = Quarantine(dataset)
     meta = pd.read_parquet(meta_file)
     require_columns(meta, VCPI_METADATA_REQUIRED, meta_file)
@@ -474,7 +465,7 @@ def harmonize_vcpi(folder: Path, dataset: str, registry: pd.DataFrame) -> Harmon
 
 
 def vcpi_compound_records(folder: Path) -> pd.DataFrame:
-    chem_file = _find(folder, "*_chemistry*.parquet")
+    chem_file = find_source_file(folder, "*_chemistry*.parquet")
     df = pd.read_parquet(chem_file)
     require_columns(df, ["compound", "user_compound_id"], chem_file)
     df = df[df["user_compound_id"].astype(str).str.upper() != "DMSO"]
@@ -486,9 +477,9 @@ def vcpi_compound_records(folder: Path) -> pd.DataFrame:
 
 # =========================================================================== GDPx2: reading
 def harmonize_gdpx2(folder: Path, dataset: str, registry: pd.DataFrame) -> Harmonized:
-    x_file = _find(folder, "*X*.h5ad")
-    obs_file = _find(folder, "*obs*.parquet")
-    var_file = _find(folder, "*var*.parquet")
+    x_file = find_source_file(folder, "*X*.h5ad")
+    obs_file = find_source_file(folder, "*obs*.parquet")
+    var_file = find_source_file(folder, "*var*.parquet")
     q = Quarantine(dataset)
     raw = ad.read_h5ad(x_file)
     counts = integer_counts(raw.X, x_file, "X")
@@ -547,7 +538,7 @@ def harmonize_gdpx2(folder: Path, dataset: str, registry: pd.DataFrame) -> Harmo
 
 
 def gdpx2_compound_records(folder: Path) -> pd.DataFrame:
-    f = _find(folder, "*compounds*.csv")
+    f = find_source_file(folder, "*compounds*.csv")
     df = pd.read_csv(f, dtype=str)
     require_columns(df, ["compound"], f)
     get = lambda c: df[c] if c in df.columns else pd.Series([None] * len(df), index=df.index)  # noqa: E731

@@ -18,7 +18,7 @@ from cpb_assets.harmonize.assemble import assemble_harmonized, is_synthetic
 from cpb_assets.harmonize.contexts import cell_line_to_cellosaurus, resolve_cell_types
 from cpb_assets.harmonize.quarantine import Quarantine
 from cpb_assets.harmonize.units import UnitError, dose_to_uM, parse_dose, parse_time, time_to_h
-from cpb_assets.sources.base import Harmonized, RemoteFile, empty_compound_records
+from cpb_assets.sources.base import Harmonized, RemoteFile, empty_compound_records, find_source_file
 from cpb_assets.sources.gctx import GCT, read_gct, read_gctx, write_gctx
 
 KEPT_PERT_TYPES = {"trt_cp", "ctl_vehicle"}
@@ -46,16 +46,6 @@ GSE = {"l1000_phase1": "GSE92742", "l1000_phase2": "GSE70138"}
 
 
 # --------------------------------------------------------------------------- reading
-def _find(folder: Path, pattern: str, required: bool = True) -> Path | None:
-    hits = sorted(p for p in folder.glob(pattern) if not p.name.startswith("."))
-    if not hits:
-        if required:
-            raise SourceFormatError(folder / pattern, "<file>", "no file matches this pattern")
-        return None
-    if len(hits) > 1:
-        raise SourceFormatError(folder / pattern, "<file>", f"several files match: {[h.name for h in hits]}")
-    return hits[0]
-
 
 def read_info_table(path: str | Path, required: list[str] = ()) -> pd.DataFrame:
     """Read a LINCS info table (tab-separated, UTF-8, optionally gzipped).
@@ -252,8 +242,8 @@ def _landmark_genes(gct: GCT, matrix_file: Path, q: Quarantine) -> tuple[pd.Data
 
 
 def _read_folder(folder: Path, dataset: str) -> tuple[GCT, pd.DataFrame, Path, Path]:
-    matrix_file = _find(folder, "*Level3*.gctx")
-    inst_file = _find(folder, "*inst_info*.txt*", required=False)
+    matrix_file = find_source_file(folder, "*Level3*.gctx")
+    inst_file = find_source_file(folder, "*inst_info*.txt*", required=False)
     if inst_file is None:  # single-plate files carry their metadata in the GCTX columns
         gct = read_gctx(matrix_file)
         return gct, _metadata_from_gct(gct), matrix_file, matrix_file
@@ -270,7 +260,7 @@ def _landmark_probe_ids(folder: Path) -> list[str] | None:
     Real Level 3 GCTX rows are Entrez IDs as text and the gene table marks
     landmarks with ``pr_is_lm == 1``.
     """
-    gene_file = _find(folder, "*gene_info*.txt*", required=False)
+    gene_file = find_source_file(folder, "*gene_info*.txt*", required=False)
     if gene_file is None:
         return None
     info = read_info_table(gene_file, ["pr_gene_id"])
@@ -292,7 +282,7 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
 def compound_records(folder: str | Path, dataset: str) -> pd.DataFrame:
     """Compounds named by the pert_info table (or, without one, by the instances)."""
     folder = Path(folder)
-    pert_file = _find(folder, "*pert_info*.txt*", required=False)
+    pert_file = find_source_file(folder, "*pert_info*.txt*", required=False)
     if pert_file is not None:
         pert = read_info_table(pert_file, ["pert_id", "pert_iname", "pert_type"])
         pert = pert[pert["pert_type"] == "trt_cp"]

@@ -34,7 +34,8 @@ from cpb_assets.harmonize import genes as gmap
 from cpb_assets.harmonize.assemble import assemble_harmonized, is_synthetic
 from cpb_assets.harmonize.contexts import OP3_CELL_TYPES, donor_fields
 from cpb_assets.harmonize.quarantine import Quarantine
-from cpb_assets.sources.base import COMPOUND_RECORD_COLUMNS, Harmonized, RemoteFile, empty_compound_records
+from cpb_assets.sources.base import (COMPOUND_RECORD_COLUMNS, Harmonized, RemoteFile, empty_compound_records,
+                                     find_source_file)
 from cpb_assets.sources.drugseq import integer_counts, require_columns
 from cpb_resources.storage import atomic_path
 
@@ -64,15 +65,6 @@ REMOTE_FILES: dict[str, list[RemoteFile]] = {
 SYNTHETIC_TAG = "SYNTHETIC"
 
 
-def _find(folder: Path, pattern: str, required: bool = True) -> Path | None:
-    hits = sorted(p for p in folder.glob(pattern) if not p.name.startswith("."))
-    if not hits and not required:
-        return None
-    if len(hits) != 1:
-        raise SourceFormatError(folder / pattern, "<file>", "no file matches this pattern" if not hits else
-                                f"several files match: {[h.name for h in hits]}")
-    return hits[0]
-
 
 def development_stage(age) -> str:
     """``'45-year-old stage'`` from an age in years; ``'unknown'`` otherwise."""
@@ -86,7 +78,7 @@ def development_stage(age) -> str:
 def read_fallback(folder: Path) -> dict[str, str]:
     """The fallback table: :data:`SYMBOL_FALLBACK` updated by the folder's ``symbol_fallback*.tsv``."""
     table = dict(SYMBOL_FALLBACK)
-    f = _find(folder, "symbol_fallback*.tsv", required=False)
+    f = find_source_file(folder, "symbol_fallback*.tsv", required=False)
     if f is not None:
         df = pd.read_csv(f, sep="\t", dtype=str)
         require_columns(df, ["symbol", "ensembl_id"], f)
@@ -215,7 +207,7 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
     if dataset != DATASET:
         raise KeyError(f"op3 does not serve {dataset!r}")
     folder = Path(folder)
-    file = _find(folder, "*.h5ad")
+    file = find_source_file(folder, "*.h5ad")
     try:
         raw = ad.read_h5ad(file)
     except Exception as exc:  # h5py/anndata errors on duplicate or malformed groups
@@ -226,7 +218,7 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
 def compound_records(folder: str | Path, dataset: str) -> pd.DataFrame:
     """One row per OP3 compound name (``sm_name``), DMSO and positive controls included only if treated."""
     folder = Path(folder)
-    file = _find(folder, "*.h5ad")
+    file = find_source_file(folder, "*.h5ad")
     obs = ad.read_h5ad(file, backed="r").obs
     require_columns(obs, ["sm_name", "control"], file, what="obs column")
     is_ctrl = obs["control"].astype(str).str.lower().isin(["true", "1", "yes"])

@@ -42,7 +42,7 @@ from cpb_assets.harmonize import pseudobulk as pb
 from cpb_assets.harmonize.assemble import assemble_harmonized, is_synthetic
 from cpb_assets.harmonize.contexts import resolve_cell_types
 from cpb_assets.harmonize.quarantine import Quarantine
-from cpb_assets.sources.base import Harmonized, RemoteFile, empty_compound_records
+from cpb_assets.sources.base import Harmonized, RemoteFile, empty_compound_records, find_source_file
 
 DATASET = "sciplex"
 KEPT_TIME_H = 24.0  # METHODS / paper: sci-Plex restricted to 24 h
@@ -71,16 +71,6 @@ REMOTE_FILES: dict[str, list[RemoteFile]] = {
 
 
 # --------------------------------------------------------------------------- reading
-def _find(folder: Path, pattern: str, required: bool = True) -> Path | None:
-    hits = sorted(p for p in folder.glob(pattern) if not p.name.startswith("."))
-    if not hits:
-        if required:
-            raise SourceFormatError(folder / pattern, "<file>", "no file matches this pattern")
-        return None
-    if len(hits) > 1:
-        raise SourceFormatError(folder / pattern, "<file>", f"several files match: {[h.name for h in hits]}")
-    return hits[0]
-
 
 def _text(path: Path) -> str:
     raw = path.read_bytes()
@@ -179,10 +169,10 @@ def _is_true(x) -> bool:
 def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmonized:
     """Harmonize sci-Plex 3 from its GEO files in `folder`."""
     folder = Path(folder)
-    f_mat = _find(folder, "*UMI.count.matrix*")
-    f_cells = _find(folder, "*cell.annotations*")
-    f_genes = _find(folder, "*gene.annotations*")
-    f_pdata = _find(folder, "*pData*")
+    f_mat = find_source_file(folder, "*UMI.count.matrix*")
+    f_cells = find_source_file(folder, "*cell.annotations*")
+    f_genes = find_source_file(folder, "*gene.annotations*")
+    f_pdata = find_source_file(folder, "*pData*")
     genes_raw = read_gene_annotations(f_genes)
     cells = read_cell_annotations(f_cells)
     pdata = read_pdata(f_pdata)
@@ -250,7 +240,7 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
 def compound_records(folder: str | Path, dataset: str) -> pd.DataFrame:
     """Compounds keyed by ``catalog_number``: names and SMILES from the hash table (else pData)."""
     folder = Path(folder)
-    f_hash = _find(folder, "*hashTable_metadata*", required=False)
+    f_hash = find_source_file(folder, "*hashTable_metadata*", required=False)
     if f_hash is not None:
         ht = pd.read_csv(io.StringIO(_text(f_hash)), sep="\t", dtype=str, keep_default_na=False,
                          na_values=["NA", ""])
@@ -263,7 +253,7 @@ def compound_records(folder: str | Path, dataset: str) -> pd.DataFrame:
                             "smiles": ht.get("SMILES", pd.Series([None] * len(ht))).to_numpy(),
                             "inchikey": None, "catalog_id": ht["catalog_number"].to_numpy()})
     else:
-        pdata = read_pdata(_find(folder, "*pData*"))
+        pdata = read_pdata(find_source_file(folder, "*pData*"))
         pdata = pdata[~pdata["vehicle"].map(_is_true) & pdata["catalog_number"].notna()]
         out = pd.DataFrame({"source_id": pdata["catalog_number"].to_numpy(),
                             "name": pdata["product_name"].to_numpy(), "smiles": None, "inchikey": None,

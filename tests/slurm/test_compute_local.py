@@ -14,7 +14,7 @@ def test_local_mode_writes_the_known_table(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(pd.read_parquet(out), demo._table(50, 3))
     (mat,) = result.asset_materializations_for_node("demo_table")
     assert mat.metadata["rows"].value == 50 and mat.metadata["compute_mode"].value == "local"
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
 
 
 def test_local_failure_shows_the_workload_traceback(tmp_path, monkeypatch):
