@@ -26,7 +26,7 @@ from pathlib import Path
 from benchmarks import REPS, machine
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = ["pseudobulk", "gctx", "harmonize", "de"]
+BENCHMARKS = ["pseudobulk", "gctx", "harmonize", "de", "contrasts"]
 
 
 def _fmt_s(x) -> str:

@@ -27,71 +27,103 @@ def prepare_environment(home: str | None = None) -> Path:
     return cpb_home
 
 
-def _materialize(selection, label: str, instance, partition_key: str | None = None) -> tuple[bool, float]:
+# Rough cost of each DE partition in the demo (seconds on 2 cores), so the heaviest start first
+# and the two workers finish together; unknown partitions count as average.
+DE_COST = {"novartis_drugseq|sep": 110, "dilimap_train_val|sep": 85, "dilimap_train|sep": 55,
+           "l1000_phase1|sep": 40, "sciplex|sep": 40, "novartis_drugseq|group": 32, "l1000_phase2|sep": 29}
+
+
+def _selection(step: str):
+    import dagster as dg
+
+    from cpb_assets.effects.assets import de_table
+    from cpb_assets.harmonize.assets import compound_registry, harmonized_adata
+    from cpb_assets.sources.assets import raw_source
+
+    asset = {"raw_source": raw_source, "compound_registry": compound_registry, "harmonized_adata": harmonized_adata,
+             "de_table": de_table}[step]
+    return dg.AssetSelection.assets(asset) | dg.AssetSelection.checks_for_assets(asset)
+
+
+def _materialize(step: str, key: str | dict | None) -> tuple[str, bool, float, list[str]]:
+    """One run: `step` (an asset name) for one partition, recorded in the instance of $DAGSTER_HOME.
+
+    Runs in a worker process; returns (label, ok, seconds, error lines).
+    """
+    warnings.filterwarnings("ignore")
     import dagster as dg
 
     from cpb_jobs.definitions import ALL_ASSETS, ALL_CHECKS, defs
 
+    partition = dg.MultiPartitionKey(key) if isinstance(key, dict) else key
+    label = f"{step}[{'|'.join(key.values()) if isinstance(key, dict) else key}]" if key else step
     t0 = time.perf_counter()
-    result = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=selection, instance=instance,
-                            partition_key=partition_key, resources=defs.resources, raise_on_error=False,
-                            tags={"cpb/launched_by": "make demo"})
-    dt = time.perf_counter() - t0
-    ok = result.success
-    status = "ok " if ok else "FAILED"
-    print(f"  [{status}] {label:<40} {dt:6.1f} s", flush=True)
-    if not ok:
-        for ev in result.all_events:
-            if ev.is_step_failure:
-                print(f"         {ev.step_key}: {ev.step_failure_data.error.message.strip()[:400]}")
-    return ok, dt
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=_selection(step), instance=instance,
+                                partition_key=partition, resources=defs.resources, raise_on_error=False,
+                                tags={"cpb/launched_by": "make demo"},
+                                # one line per run is printed here; the full logs stay in the instance (UI)
+                                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    errors = [f"{ev.step_key}: {ev.step_failure_data.error.message.strip()[:400]}"
+              for ev in result.all_events if ev.is_step_failure]
+    return label, result.success, time.perf_counter() - t0, errors
+
+
+def _run_all(step: str, keys: list, workers: int) -> list[str]:
+    """Materialize `step` for every key on `workers` processes; print each as it ends; return failures."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    failed = []
+
+    def report(label, ok, dt, errors):
+        print(f"  [{'ok ' if ok else 'FAILED'}] {label:<40} {dt:6.1f} s", flush=True)
+        for line in errors:
+            print(f"         {line}", flush=True)
+        if not ok:
+            failed.append(label)
+
+    if workers <= 1 or len(keys) <= 1:
+        for key in keys:
+            report(*_materialize(step, key))
+        return failed
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        for fut in cf.as_completed([pool.submit(_materialize, step, k) for k in keys]):
+            report(*fut.result())
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--home", help="CPB_HOME (default ./.cpb)")
     parser.add_argument("--datasets", nargs="*", help="only these dataset partitions")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="partitions materialized at once, one process each (default 2; capped at the CPUs)")
     parser.add_argument("--compute", choices=["local", "slurm"], default=None,
                         help="where heavy assets run (default: CPB_COMPUTE or local)")
     args = parser.parse_args(argv)
     home = prepare_environment(args.home)
     if args.compute:
         os.environ["CPB_COMPUTE"] = args.compute
-    warnings.filterwarnings("ignore")
-    import dagster as dg
-
     from cpb_assets.datasets import DATASETS
-    from cpb_assets.effects.assets import MODES, de_table
-    from cpb_assets.harmonize.assets import compound_registry, harmonized_adata
-    from cpb_assets.sources.assets import raw_source
+    from cpb_assets.effects.assets import MODES
 
     datasets = args.datasets or DATASETS
-    instance = dg.DagsterInstance.get()
-    print(f"Chem-PerturBridge demo: SYNTHETIC demo world -> {home}")
+    workers = max(1, min(args.workers, os.cpu_count() or 1))
+    print(f"Chem-PerturBridge demo: SYNTHETIC demo world -> {home} ({workers} worker processes)")
     t_all = time.perf_counter()
-    failed: list[str] = []
     print("1/4 native source files (generated from the demo world)")
-    for ds in datasets:
-        ok, _ = _materialize([raw_source], f"raw_source[{ds}]", instance, ds)
-        failed += [] if ok else [f"raw_source[{ds}]"]
+    failed = _run_all("raw_source", datasets, workers)
     print("2/4 compound registry")
-    ok, _ = _materialize([compound_registry], "compound_registry", instance)
-    failed += [] if ok else ["compound_registry"]
+    failed += _run_all("compound_registry", [None], 1)
     print("3/4 harmonized AnnData (+ blocking checks)")
-    checks = dg.AssetSelection.checks_for_assets(harmonized_adata)
-    for ds in datasets:
-        ok, _ = _materialize(dg.AssetSelection.assets(harmonized_adata) | checks, f"harmonized_adata[{ds}]",
-                             instance, ds)
-        failed += [] if ok else [f"harmonized_adata[{ds}]"]
+    ready = [ds for ds in datasets if f"raw_source[{ds}]" not in failed]
+    failed += _run_all("harmonized_adata", ready, workers)
     print("4/4 DE tables (limma through rpy2; + blocking checks)")
-    de_sel = dg.AssetSelection.assets(de_table) | dg.AssetSelection.checks_for_assets(de_table)
-    for ds in datasets:
-        if f"harmonized_adata[{ds}]" in failed:
-            continue
-        for mode in MODES:
-            key = dg.MultiPartitionKey({"dataset": ds, "mode": mode})
-            ok, _ = _materialize(de_sel, f"de_table[{ds}|{mode}]", instance, key)
-            failed += [] if ok else [f"de_table[{ds}|{mode}]"]
+    keys = [{"dataset": ds, "mode": m} for ds in datasets if f"harmonized_adata[{ds}]" not in failed
+            and f"raw_source[{ds}]" not in failed for m in MODES]
+    keys.sort(key=lambda k: -DE_COST.get(f"{k['dataset']}|{k['mode']}", 15))
+    failed += _run_all("de_table", keys, workers)
     total = time.perf_counter() - t_all
     print(f"\nDone in {total:.0f} s." + (f" FAILED: {', '.join(failed)}" if failed else " Everything materialized."))
     print(f"""

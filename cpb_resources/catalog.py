@@ -22,11 +22,12 @@ VIEWS: dict[str, tuple[str, bool]] = {
 
 
 def refresh_views(home: Path, db_path: Path, views: dict[str, tuple[str, bool]] = VIEWS,
-                  retries: int = 50) -> list[str]:
+                  retries: int = 600) -> list[str]:
     """(Re)create a view for every table product that has files on disk.
 
     Views hold absolute globs, so the catalog opens from any working
-    directory. DuckDB allows one writer at a time: concurrent runs retry.
+    directory. DuckDB allows one writer at a time: concurrent runs retry
+    (every 0.2 s, up to `retries` times).
 
     Returns
     -------
