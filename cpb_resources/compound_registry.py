@@ -58,5 +58,7 @@ class CompoundRegistryResource(dg.ConfigurableResource):
         client = None
         if self.pubchem_online:
             from cpb_resources.pubchem import PubChemClient
-            client = PubChemClient(cache_path=self.pubchem_cache or None, offline=False)
+            from cpb_resources.storage import default_home
+            cache = self.pubchem_cache or str(default_home() / "pubchem_cache.duckdb")
+            client = PubChemClient(cache_path=cache, offline=False)
         return resolve_compounds(records, self.build_reference(seed), manual=self.manual(), pubchem=client)
