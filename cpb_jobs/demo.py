@@ -33,6 +33,17 @@ DE_COST = {"novartis_drugseq|sep": 110, "dilimap_train_val|sep": 85, "dilimap_tr
            "l1000_phase1|sep": 40, "sciplex|sep": 40, "novartis_drugseq|group": 32, "l1000_phase2|sep": 29}
 
 
+def _init_instance() -> None:
+    """Create the instance's SQLite databases once, before worker processes would race to."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        instance.get_runs(limit=1)
+        instance.event_log_storage.get_asset_records()
+        if instance.schedule_storage is not None:
+            instance.schedule_storage.all_instigator_state()
+
+
 def _selection(step: str):
     import dagster as dg
 
@@ -112,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = max(1, min(args.workers, os.cpu_count() or 1))
     print(f"Chem-PerturBridge demo: SYNTHETIC demo world -> {home} ({workers} worker processes)")
     t_all = time.perf_counter()
+    _init_instance()
     print("1/4 native source files (generated from the demo world)")
     failed = _run_all("raw_source", datasets, workers)
     print("2/4 compound registry")
