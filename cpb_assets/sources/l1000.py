@@ -85,42 +85,33 @@ def read_info_table(path: str | Path, required: list[str] = ()) -> pd.DataFrame:
     return df
 
 
-def _doses_uM(inst: pd.DataFrame, file: Path) -> np.ndarray:
-    """Dose per instance in µM, from pert_dose + pert_dose_unit or a pert_idose string."""
+# (value column, unit column, "<value> <unit>" text column, converter of a pair, parser of a text)
+_QUANTITIES = {
+    "dose": ("pert_dose", "pert_dose_unit", "pert_idose", dose_to_uM, parse_dose),
+    "time": ("pert_time", "pert_time_unit", "pert_itime", time_to_h, parse_time),
+}
+
+
+def _quantity(inst: pd.DataFrame, file: Path, kind: str) -> np.ndarray:
+    """Dose in µM or time in hours per instance, from ``pert_<x>`` + ``pert_<x>_unit`` or a
+    ``pert_i<x>`` string (``"10 µM"``, ``"24 h"``); controls get dose 0; missing stays NaN."""
+    value, unit, text, from_pair, from_text = _QUANTITIES[kind]
+    has_pair = value in inst.columns and unit in inst.columns
+    if not has_pair and text not in inst.columns:
+        raise SourceFormatError(file, value, f"neither {value}/{unit} nor {text} present")
     out = np.full(len(inst), np.nan)
-    ctrl = (inst["pert_type"] != "trt_cp").to_numpy()
-    has_pair = "pert_dose" in inst.columns and "pert_dose_unit" in inst.columns
-    if not has_pair and "pert_idose" not in inst.columns:
-        raise SourceFormatError(file, "pert_dose", "neither pert_dose/pert_dose_unit nor pert_idose present")
+    control = (inst["pert_type"] != "trt_cp").to_numpy() if kind == "dose" else np.zeros(len(inst), bool)
     for i, row in enumerate(inst.itertuples(index=False)):
-        if ctrl[i]:
+        if control[i]:
             out[i] = 0.0
             continue
         try:
-            if has_pair and str(row.pert_dose) not in MISSING:
-                out[i] = dose_to_uM(float(row.pert_dose), str(row.pert_dose_unit))
-            elif "pert_idose" in inst.columns and str(row.pert_idose) not in MISSING:
-                out[i] = parse_dose(row.pert_idose)
+            if has_pair and str(getattr(row, value)) not in MISSING:
+                out[i] = from_pair(float(getattr(row, value)), str(getattr(row, unit)))
+            elif text in inst.columns and str(getattr(row, text)) not in MISSING:
+                out[i] = from_text(getattr(row, text))
         except (UnitError, ValueError) as exc:
-            field = "pert_dose_unit" if has_pair else "pert_idose"
-            raise SourceFormatError(file, field, f"instance {row.inst_id}: {exc}") from exc
-    return out
-
-
-def _times_h(inst: pd.DataFrame, file: Path) -> np.ndarray:
-    out = np.full(len(inst), np.nan)
-    has_pair = "pert_time" in inst.columns and "pert_time_unit" in inst.columns
-    if not has_pair and "pert_itime" not in inst.columns:
-        raise SourceFormatError(file, "pert_time", "neither pert_time/pert_time_unit nor pert_itime present")
-    for i, row in enumerate(inst.itertuples(index=False)):
-        try:
-            if has_pair and str(row.pert_time) not in MISSING:
-                out[i] = time_to_h(float(row.pert_time), str(row.pert_time_unit))
-            elif "pert_itime" in inst.columns and str(row.pert_itime) not in MISSING:
-                out[i] = parse_time(row.pert_itime)
-        except (UnitError, ValueError) as exc:
-            field = "pert_time_unit" if has_pair else "pert_itime"
-            raise SourceFormatError(file, field, f"instance {row.inst_id}: {exc}") from exc
+            raise SourceFormatError(file, unit if has_pair else text, f"instance {row.inst_id}: {exc}") from exc
     return out
 
 
@@ -165,8 +156,8 @@ def harmonize_gct(gct: GCT, inst: pd.DataFrame, *, dataset: str, registry: pd.Da
     q.add(inst_file, inst.loc[~in_matrix, "inst_id"], "no profile in the GCTX")
     inst = inst[in_matrix].reset_index(drop=True)
 
-    dose = _doses_uM(inst, inst_file)
-    time = _times_h(inst, inst_file)
+    dose = _quantity(inst, inst_file, "dose")
+    time = _quantity(inst, inst_file, "time")
     bad = ~np.isfinite(dose) | ~np.isfinite(time)
     q.add(inst_file, inst.loc[bad, "inst_id"], "dose or time missing")
     # instances without dose/time were quarantined above; the rest are checked for their cell line

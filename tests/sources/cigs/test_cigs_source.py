@@ -12,7 +12,7 @@ import pytest
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize.schema import validate_harmonized
 from cpb_assets.sources import cigs
-from cpb_assets.sources.demo_world import DESIGNS, EXCEL_PRONE_SYMBOLS, build_world
+from cpb_assets.sources.demo_world import DESIGNS, EXCEL_PRONE_SYMBOLS
 
 NOTE = "Note: SYNTHETIC test workbook"
 
@@ -145,11 +145,6 @@ def test_fractional_or_negative_count_rejected(hand_folder, bad):
 
 
 # ---------------------------------------------------------------- native round trip
-
-@pytest.fixture(scope="module")
-def world():
-    return build_world()
-
 
 @pytest.fixture(scope="module")
 def demo(world, tmp_path_factory):

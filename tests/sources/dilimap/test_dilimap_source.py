@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize.schema import validate_harmonized
 from cpb_assets.sources import dilimap
-from cpb_assets.sources.demo_world import DESIGNS, build_world
+from cpb_assets.sources.demo_world import DESIGNS
 
 
 def _registry(folder, dataset):
@@ -146,11 +146,6 @@ def test_bad_h5ad_rejected(hand_folder, case, field):
 
 
 # ---------------------------------------------------------------- native round trip
-
-@pytest.fixture(scope="module")
-def world():
-    return build_world()
-
 
 @pytest.fixture(scope="module")
 def demo(world, tmp_path_factory):

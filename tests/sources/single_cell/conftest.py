@@ -10,12 +10,6 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from cpb_assets.sources.demo_world import build_world
-
-
-@pytest.fixture(scope="session")
-def world():
-    return build_world()
 
 
 @pytest.fixture(scope="session")
