@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from cpb_resources.catalog import CatalogResource
 from cpb_resources.compound_registry import CompoundRegistryResource
@@ -15,17 +14,19 @@ def build_resources() -> dict:
     """Resources from the environment: ``CPB_HOME``, ``CPB_PROFILE`` (demo | real), ``CPB_COMPUTE``
     (local | slurm) and the ``CPB_SLURM_*`` settings of ``docs/compute.md``, ``CPB_PUBCHEM_ONLINE=1``
     (ask PubChem for compounds the offline reference lacks), ``CPB_COMPOUND_MANUAL`` (a TSV of
-    manual fallbacks: dataset, key, pubchem_cid)."""
-    home = os.environ.get("CPB_HOME", "")
+    manual fallbacks: dataset, key, pubchem_cid).
+
+    Paths stay unset here: storage, catalog and the PubChem cache resolve ``$CPB_HOME`` when they are
+    used, so a process that changes ``CPB_HOME`` after importing the Definitions (a test, a worker)
+    never writes into another home."""
     profile = os.environ.get("CPB_PROFILE", "demo")
     return {
-        "storage": StorageResource(home=home),
-        "catalog": CatalogResource(home=home),
+        "storage": StorageResource(),
+        "catalog": CatalogResource(),
         "source_catalog": SourceCatalogResource(profile=profile),
         "compound_resolver": CompoundRegistryResource(
             demo_synonyms=(profile == "demo"),
             pubchem_online=os.environ.get("CPB_PUBCHEM_ONLINE", "0") == "1",
-            pubchem_cache=str(Path(home or Path.cwd() / ".cpb") / "pubchem_cache.duckdb"),
             manual_table=os.environ.get("CPB_COMPOUND_MANUAL", ""),
         ),
         "compute": ComputeResource.from_env(),
