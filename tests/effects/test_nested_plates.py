@@ -87,10 +87,9 @@ def test_matches_lmfit_on_the_rank_deficient_design():
     x = np.asarray(a.X, dtype=float).T
     m = ro.r["matrix"](ro.FloatVector(x.ravel(order="F")), nrow=x.shape[0], ncol=x.shape[1])
     m = ro.r["rownames<-"](m, ro.StrVector(list(a.var_names)))
-    res = dict(zip(*[r for r in (ro.r(DIRECT)(m, ro.StrVector(cond), ro.StrVector(list(obs["plate"])),
-                                              ro.StrVector(treated), ro.StrVector(control)).names,
-                                 ro.r(DIRECT)(m, ro.StrVector(cond), ro.StrVector(list(obs["plate"])),
-                                              ro.StrVector(treated), ro.StrVector(control)))]))
+    out = ro.r(DIRECT)(m, ro.StrVector(cond), ro.StrVector(list(obs["plate"])), ro.StrVector(treated),
+                       ro.StrVector(control))
+    res = dict(zip(out.names, out))
     assert int(res["est"][0]) == 1  # R too finds exactly one non-estimable plate coefficient
     t_r = np.array(res["t"], dtype=float, copy=True).reshape((a.n_vars, 4), order="F")
     ours = de.pivot(index="gene", columns="treated_label", values="t").loc[list(a.var_names), treated]
