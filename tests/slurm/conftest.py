@@ -37,6 +37,8 @@ def slurm_env() -> dict[str, str]:
             key, _, value = line[len("export "):].partition("=")
             env[key] = value
     assert {"SLURM_CONF", "CPB_SLURM_KEY", "CPB_SLURM_ENV_PATH"} <= env.keys(), proc.stdout
+    if os.environ.get("CPB_TEST_SLURM_WORK"):  # scripts/run-tests: cancel exactly these jobs on exit
+        env["CPB_SLURM_REMOTE_BASE"] = os.environ["CPB_TEST_SLURM_WORK"]
     env["DAGSTER_SLURM_SSH_CONTROL_DIR"] = str(Path(env["CPB_SLURM_DIR"]) / "sshctl")
     env["DAGSTER_SLURM_SSH_CONTROL_PERSIST"] = "5s"
     env["DAGSTER_SLURM_SSH_CLOSE_MASTER_ON_EXIT"] = "1"
