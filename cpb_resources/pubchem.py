@@ -28,7 +28,7 @@ import json
 import threading
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -89,6 +89,10 @@ class PubChemClient:
         Retries after the first attempt on a retryable status or connection error.
     backoff_s
         First backoff; doubles with every retry.
+    negative_ttl_days
+        A "no such compound" answer (404 or no CID) is trusted for this many
+        days; after that an online client asks again (PubChem grows). Positive
+        answers do not expire. Offline, every cached answer is used.
 
     Attributes
     ----------
@@ -98,7 +102,7 @@ class PubChemClient:
 
     def __init__(self, cache_path: str | Path, base_url: str = DEFAULT_BASE_URL, offline: bool = True,
                  max_requests_per_second: float = PUBCHEM_MAX_RPS, timeout_s: float = 30.0,
-                 max_retries: int = 4, backoff_s: float = 1.0):
+                 max_retries: int = 4, backoff_s: float = 1.0, negative_ttl_days: float = 30.0):
         if max_requests_per_second <= 0:
             raise ValueError("max_requests_per_second must be positive")
         self.cache_path = Path(cache_path)
@@ -108,31 +112,49 @@ class PubChemClient:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.negative_ttl = timedelta(days=negative_ttl_days)
         self.n_requests = 0
         self._last = float("-inf")
         self._lock = threading.Lock()
         self._session: requests.Session | None = None
 
     # -- cache ---------------------------------------------------------------------------
+    def _connect(self, read_only: bool, attempts: int = 300):
+        """Open the cache; another run holding it (DuckDB allows one writer) is waited for, 0.1 s a try."""
+        for attempt in range(attempts):
+            try:
+                return duckdb.connect(str(self.cache_path), read_only=read_only)
+            except duckdb.IOException:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.1)
+
     def _cache_get(self, kind: str, queries: list[str]) -> dict[str, object]:
         if not queries or not self.cache_path.exists():
             return {}
-        with duckdb.connect(str(self.cache_path), read_only=self.offline) as con:
+        with self._connect(read_only=self.offline) as con:
             exists = con.execute("SELECT count(*) FROM information_schema.tables "
                                  "WHERE table_name = 'pubchem_cache'").fetchone()[0]
             if not exists:
                 return {}
             rows = con.execute(
-                "SELECT query, response_json FROM pubchem_cache WHERE query_kind = ? AND list_contains(?, query)",
-                [kind, queries]).fetchall()
-        return {q: json.loads(r) for q, r in rows}
+                "SELECT query, response_json, fetched_at FROM pubchem_cache "
+                "WHERE query_kind = ? AND list_contains(?, query)", [kind, queries]).fetchall()
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        out = {}
+        for q, r, fetched in rows:
+            answer = json.loads(r)
+            if not self.offline and answer in ([], None, {}) and now - fetched > self.negative_ttl:
+                continue  # an old "not found": ask again
+            out[q] = answer
+        return out
 
     def _cache_put(self, kind: str, answers: dict[str, object]) -> None:
         if not answers:
             return
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         now = datetime.now(timezone.utc).replace(tzinfo=None)
-        with duckdb.connect(str(self.cache_path)) as con:
+        with self._connect(read_only=False) as con:
             con.execute(CACHE_DDL)
             con.executemany("INSERT OR REPLACE INTO pubchem_cache VALUES (?, ?, ?, ?)",
                             [(kind, q, json.dumps(a), now) for q, a in answers.items()])

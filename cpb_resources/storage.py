@@ -10,6 +10,8 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -26,9 +28,21 @@ def default_home() -> Path:
     return Path(os.environ.get("CPB_HOME", Path.cwd() / ".cpb")).resolve()
 
 
+VERSIONS_SUFFIX = ".versions"  # hidden sibling folder holding the published versions of a folder product
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; rename it onto `final` on success.
+    """Yield a temporary path beside `final`; publish it as `final` on success.
+
+    A file is renamed onto `final` (one ``rename``). A folder is published as
+    a version: the complete temporary folder moves to
+    ``.<name>.versions/<version>/`` and `final` becomes a symlink to it,
+    switched with one ``rename`` of a new link over the old one, so a reader
+    sees the whole old folder or the whole new one, never none and never a
+    mix. The previous version is kept (a reader that listed its files a moment
+    ago can still open them); older ones are removed. Products get normal
+    permissions (files 0644, folders 0755).
 
     On any exception the temporary file (or folder) is removed and `final` is
     left as it was.
@@ -44,14 +58,7 @@ def atomic_path(final: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         if is_dir:
-            if final.exists():
-                old = final.with_name(f".{final.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                final.rename(old)
-                tmp.rename(final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(final)
+            _publish_folder(tmp, final)
         else:
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; products are shared (e.g. SLURM jobs, other users)
             os.replace(tmp, final)
@@ -61,6 +68,25 @@ def atomic_path(final: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _publish_folder(tmp: Path, final: Path) -> None:
+    versions = final.with_name(f".{final.name}{VERSIONS_SUFFIX}")
+    versions.mkdir(exist_ok=True)
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700
+    version = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    os.rename(tmp, versions / version)
+    link = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.link")
+    os.symlink(f"{versions.name}/{version}", link)
+    previous = os.readlink(final).rsplit("/", 1)[-1] if final.is_symlink() else None
+    if final.is_dir() and not final.is_symlink():
+        # a folder from before versioned publishing: it becomes the previous version (one-time migration)
+        previous = f"legacy-{uuid.uuid4().hex[:8]}"
+        os.rename(final, versions / previous)
+    os.replace(link, final)  # the one step readers can observe
+    for old in versions.iterdir():
+        if old.name not in (version, previous):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_h5ad(adata: ad.AnnData, path: str | Path) -> Path:

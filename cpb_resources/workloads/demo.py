@@ -63,3 +63,16 @@ def fail(params: dict) -> dict:
 
 def _inner_failure(message: str) -> None:
     raise ValueError(message)
+
+
+def fail_once(params: dict) -> dict:
+    """Fails on the first call (creating ``flag``), then writes the table like :func:`write_table`.
+
+    params: flag (abs path of the flag file), plus those of write_table.
+    """
+    flag = Path(params["flag"])
+    if not flag.exists():
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.write_text("failed once\n")
+        _inner_failure(f"first attempt fails on purpose (flag {flag})")
+    return write_table(params)

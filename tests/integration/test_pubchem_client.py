@@ -150,6 +150,34 @@ def test_not_found_is_an_empty_list_and_is_cached(server, tmp_path):
     assert len(server.paths) == 1
 
 
+def test_not_found_expires_but_a_found_answer_does_not(server, tmp_path):
+    c = client(server, tmp_path, negative_ttl_days=30)
+    assert c.cids_by_name("no such compound") == []
+    assert c.cids_by_inchikey(KEY_650010) == ["650010"]
+    with duckdb.connect(str(tmp_path / "cache.duckdb")) as con:  # both answers are now 31 days old
+        con.execute("UPDATE pubchem_cache SET fetched_at = fetched_at - INTERVAL 31 DAY")
+    assert c.cids_by_inchikey(KEY_650010) == ["650010"]
+    assert len(server.paths) == 2  # the positive answer came from the cache
+    assert c.cids_by_name("no such compound") == []
+    assert len(server.paths) == 3  # the stale negative one was asked again
+
+
+def test_two_runs_share_the_cache_without_crashing(server, tmp_path):
+    """A second run opening the cache while the first holds it waits instead of failing."""
+    import subprocess
+    import sys
+
+    # another run's process holds the file (DuckDB: one writing process at a time) for 2 s
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('held', flush=True); time.sleep(2); c.close()", str(tmp_path / "cache.duckdb")],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    t0 = time.monotonic()
+    assert client(server, tmp_path).cids_by_inchikey(KEY_650010) == ["650010"]
+    holder.wait(timeout=30)
+    assert time.monotonic() - t0 > 0.5  # it waited for the other run instead of crashing
+
+
 @pytest.mark.parametrize("modern", [False, True])
 def test_properties_batch_parse_and_cache(server, tmp_path, table, modern):
     server.modern_keys = modern

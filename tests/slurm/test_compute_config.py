@@ -76,3 +76,53 @@ def test_workload_reference_resolution():
         resolve("cpb_resources.workloads.demo.write_table")
     with pytest.raises(AttributeError):
         resolve("cpb_resources.workloads.demo:nope")
+
+
+EXAMPLE_PROFILE = __import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "site-profile.example.yaml"
+
+
+def test_site_profile_gives_defaults_and_env_overrides(tmp_path):
+    key = tmp_path / "hpc_key"
+    key.write_text("not a real key")
+    env = {"CPB_SITE_PROFILE": str(EXAMPLE_PROFILE), "CPB_SLURM_KEY": str(key), "CPB_SLURM_CPUS": "8"}
+    res = ComputeResource.from_env(env)
+    assert (res.mode, res.slurm_host, res.slurm_user, res.slurm_account) == (
+        "slurm", "login.hpc.example.edu", "alice", "lab-perturb")
+    assert res.slurm_key_path == str(key)
+    assert res.slurm_cpus == 8 and res.slurm_mem_mb == 8000  # env wins, the profile fills the rest
+    assert res.slurm_max_concurrent == 400 and res.max_retries == 2
+    assert res.partition_for(ResourceRequest(kind="gpu")) == "gpu-a100"
+    assert res.partition_for(ResourceRequest(kind="highmem")) == "bigmem"
+    assert res.partition_for(ResourceRequest()) == "cpu"
+    gpu = res.effective_request(ResourceRequest(kind="gpu"))
+    assert gpu.gpus == 1 and gpu.slurm_opts()["gpus_per_node"] == 1
+    assert res.effective_request(ResourceRequest(kind="gpu", gpus=4)).gpus == 4
+    assert res.effective_request(ResourceRequest()).gpus == 0
+
+
+@pytest.mark.parametrize("text, match", [
+    ("key_path: /home/alice/.ssh/id\n", "key_path"),
+    ("hostname: x\n", "unknown keys"),
+    ("partitions: {fat: bigmem}\n", "unknown workload kinds"),
+    ("key_env: NOT_SET_ANYWHERE\n", "NOT_SET_ANYWHERE"),
+])
+def test_bad_site_profile_names_file_and_key(tmp_path, text, match):
+    prof = tmp_path / "site.yaml"
+    prof.write_text(text)
+    with pytest.raises(ValueError, match=match) as err:
+        ComputeResource.from_env({"CPB_SITE_PROFILE": str(prof)})
+    assert str(prof) in str(err.value)
+
+
+def test_gpu_request_becomes_gres_in_the_sbatch_command(tmp_path):
+    from dagster_slurm import SlurmQueueConfig, SlurmResource, SSHConnectionResource
+    from dagster_slurm.pipes_clients.slurm_pipes_client import SlurmPipesClient
+
+    client = object.__new__(SlurmPipesClient)  # only the command builder is used: no connection
+    (tmp_path / "k").write_text("not a real key")
+    client.slurm = SlurmResource(ssh=SSHConnectionResource(host="h", port=22, user="u", key_path=str(tmp_path / "k")),
+                                 queue=SlurmQueueConfig(partition="gpu-a100", cpus=1, mem="1G", time_limit="01:00:00"))
+    res = ComputeResource(mode="slurm", slurm_gpus=2)
+    opts = res.effective_request(ResourceRequest(cpus=4, mem_mb=30000, time_min=90, kind="gpu")).slurm_opts()
+    cmd = client._build_sbatch_command("j", "/w", "/o", "/e", "/s.sh", extra_opts=opts)
+    assert "--gres=gpu:2" in cmd and "-c 4" in cmd and "-t 01:30:00" in cmd and "-p gpu-a100" in cmd

@@ -56,7 +56,48 @@ def test_directory_replace_is_atomic(tmp_path):
     assert _leftovers(target) == ["a.txt"]
     with atomic_path(target, is_dir=True) as tmp:
         (tmp / "c.txt").write_text("3")
-    assert _leftovers(target) == ["c.txt"] and _leftovers(tmp_path) == ["dataset"]
+    assert _leftovers(target) == ["c.txt"] and _leftovers(tmp_path) == [".dataset.versions", "dataset"]
+    # the folder is a link to a complete version; the previous version is kept for readers, older ones go
+    assert target.is_symlink() and oct(target.resolve().stat().st_mode & 0o777) == "0o755"
+    assert len(list((tmp_path / ".dataset.versions").iterdir())) == 2
+
+
+def test_folder_switch_is_one_rename_readers_never_see_a_gap(tmp_path):
+    """A reader polling the folder while versions are published sees a complete version every time."""
+    import threading
+
+    target = tmp_path / "part"
+    with atomic_path(target, is_dir=True) as tmp:
+        (tmp / "a.parquet").write_text("v0")
+        (tmp / "b.parquet").write_text("v0")
+    seen, stop = [], threading.Event()
+
+    def reader():  # the reader contract: resolve the link once, then read inside that version
+        while not stop.is_set():
+            version = target.resolve()
+            names = sorted(p.name for p in version.iterdir())
+            contents = {(version / n).read_text() for n in names}
+            seen.append((tuple(names), tuple(sorted(contents))))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(1, 40):
+        with atomic_path(target, is_dir=True) as tmp:
+            (tmp / "a.parquet").write_text(f"v{i}")
+            (tmp / "b.parquet").write_text(f"v{i}")
+    stop.set()
+    t.join()
+    assert seen and all(names == ("a.parquet", "b.parquet") and len(contents) == 1 for names, contents in seen)
+    assert (target / "a.parquet").read_text() == "v39"
+
+
+def test_legacy_real_folder_is_migrated_to_a_version(tmp_path):
+    target = tmp_path / "old"
+    target.mkdir()
+    (target / "x.txt").write_text("legacy")
+    with atomic_path(target, is_dir=True) as tmp:
+        (tmp / "y.txt").write_text("new")
+    assert target.is_symlink() and _leftovers(target) == ["y.txt"]
 
 
 def test_killed_writer_leaves_previous_file(tmp_path):

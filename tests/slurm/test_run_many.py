@@ -1,0 +1,175 @@
+"""`ComputeResource.run_many`: every unit of a step at once, retries, failures that name
+their units, cancellation; locally (a bounded pool of subprocesses) and on the real
+one-node SLURM cluster."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from cpb_resources.compute import ComputeResource, ResourceRequest, WorkloadFailed, WorkUnit
+from slurm_helpers import failure_text, slurm_cmd
+
+HERE = Path(__file__).resolve().parent
+WRITE = "cpb_resources.workloads.demo:write_table"
+SMALL = ResourceRequest(cpus=1, mem_mb=300, time_min=5)
+
+
+def _step(compute: ComputeResource, units: list[WorkUnit]) -> tuple[dg.ExecuteInProcessResult, dict]:
+    """Materialize one asset whose step runs `units` through run_many; return the run and its results."""
+    seen: dict = {}
+
+    @dg.asset(name="many")
+    def many(context: dg.AssetExecutionContext, compute: ComputeResource):
+        seen["results"] = compute.run_many(context, units)
+        return dg.MaterializeResult(metadata={"units": len(units)})
+
+    result = dg.materialize([many], resources={"compute": compute}, raise_on_error=False)
+    return result, seen
+
+
+def _expected_rows(n_rows: int) -> list[str]:
+    return [f"G{i:05d}" for i in range(n_rows)]
+
+
+def test_request_sizing_and_gpu_option():
+    req = ResourceRequest.for_matrix(10_000, 978, copies=6.0, base_mb=700, seconds_per_sample=0.01)
+    # 10,000 × 978 float64 = 74.6 MB; 6 copies + 700 MB base
+    assert req.mem_mb == int(700 + 6 * 10_000 * 978 * 8 / 2**20) + 1 == 1148
+    assert req.time_min == int(10 + 3 * 0.01 * 10_000 / 60) + 1 == 16
+    assert ResourceRequest(gpus=2, kind="gpu").slurm_opts()["gpus_per_node"] == 2
+    assert "gpus_per_node" not in ResourceRequest().slurm_opts()
+    with pytest.raises(ValueError, match="kind"):
+        ResourceRequest(kind="bigmem")
+    profile = ComputeResource(mode="slurm", slurm_partition="short",
+                              slurm_partitions={"gpu": "a100", "highmem": "fat"})
+    assert profile.partition_for(ResourceRequest(kind="gpu", gpus=1)) == "a100"
+    assert profile.partition_for(ResourceRequest(kind="highmem")) == "fat"
+    assert profile.partition_for(ResourceRequest()) == "short"
+
+
+def test_local_pool_returns_results_in_unit_order_and_retries(tmp_path, monkeypatch):
+    monkeypatch.setenv("CPB_HOME", str(tmp_path / "home"))
+    units = [WorkUnit(f"u{i}", WRITE, {"out": str(tmp_path / f"t{i}.parquet"), "n_rows": 5 + i, "seed": i}, SMALL)
+             for i in range(3)]
+    units.append(WorkUnit("flaky", "cpb_resources.workloads.demo:fail_once",
+                          {"flag": str(tmp_path / "flag"), "out": str(tmp_path / "flaky.parquet"), "n_rows": 4}))
+    result, seen = _step(ComputeResource(local_workers=2, max_retries=1), units)
+    assert result.success, failure_text(result)
+    res = seen["results"]
+    assert [r["compute"]["unit"] for r in res] == ["u0", "u1", "u2", "flaky"]
+    assert [r["metadata"]["rows"] for r in res] == [5, 6, 7, 4]
+    assert [r["compute"]["attempts"] for r in res] == [1, 1, 1, 2]
+    assert list(pd.read_parquet(tmp_path / "t2.parquet")["gene"]) == _expected_rows(7)
+
+
+def test_local_failure_names_every_failed_unit(tmp_path, monkeypatch):
+    monkeypatch.setenv("CPB_HOME", str(tmp_path / "home"))
+    units = [WorkUnit("good", WRITE, {"out": str(tmp_path / "g.parquet"), "n_rows": 3}),
+             WorkUnit("bad-1", "cpb_resources.workloads.demo:fail", {"message": "boom-one"}),
+             WorkUnit("bad-2", "cpb_resources.workloads.demo:fail", {"message": "boom-two"})]
+    result, _ = _step(ComputeResource(local_workers=2, max_retries=0), units)
+    assert not result.success
+    text = failure_text(result)
+    assert "2 of 3 unit(s) failed" in text
+    assert "unit bad-1" in text and "boom-one" in text and "unit bad-2" in text and "boom-two" in text
+    assert "unit good" not in text
+
+
+# ----------------------------------------------------------------------------------- SLURM
+
+
+def _sacct_intervals(job_ids: list[str]) -> list[tuple[datetime, datetime]]:
+    out = slurm_cmd("sacct", "-n", "-X", "-P", "-j", ",".join(job_ids), "-o", "JobID,Start,End")
+    spans = []
+    for line in out.splitlines():
+        _, start, end = line.split("|")
+        spans.append((datetime.fromisoformat(start), datetime.fromisoformat(end)))
+    return spans
+
+
+@pytest.mark.slurm
+def test_slurm_units_run_as_concurrent_jobs_with_metrics(slurm_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("CPB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CPB_COMPUTE", "slurm")
+    compute = ComputeResource.from_env()
+    sleep_s = 8.0
+    units = [WorkUnit(f"u{i}", WRITE, {"out": str(tmp_path / f"t{i}.parquet"), "n_rows": 10 + i, "seed": i,
+                                      "sleep_s": sleep_s}, SMALL) for i in range(4)]
+    t0 = time.monotonic()
+    result, seen = _step(compute, units)
+    wall = time.monotonic() - t0
+    assert result.success, failure_text(result)
+    res = seen["results"]
+    assert [r["metadata"]["rows"] for r in res] == [10, 11, 12, 13]
+    jobs = [str(r["compute"]["slurm_job_id"]) for r in res]
+    assert len(set(jobs)) == 4
+    spans = sorted(_sacct_intervals(jobs))
+    # some job started before another one ended: they ran side by side
+    assert any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1)), spans
+    per_unit = [r["compute"]["unit_wall_s"] for r in res]
+    assert wall < 0.8 * sum(per_unit), (wall, per_unit)
+    for r in res:
+        c = r["compute"]
+        assert c["sacct_state"] == "COMPLETED" and c["elapsed_s"] >= sleep_s
+        assert c["max_rss_mb"] > 10 and c["request"]["mem_mb"] == 300
+
+
+@pytest.mark.slurm
+def test_slurm_retry_then_success_and_failure_names_the_job(slurm_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("CPB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CPB_COMPUTE", "slurm")
+    compute = ComputeResource.from_env().model_copy(update={"max_retries": 1})
+    units = [WorkUnit("flaky", "cpb_resources.workloads.demo:fail_once",
+                      {"flag": str(tmp_path / "flag"), "out": str(tmp_path / "f.parquet"), "n_rows": 6}, SMALL),
+             WorkUnit("doomed", "cpb_resources.workloads.demo:fail", {"message": "always-fails"}, SMALL)]
+    result, _ = _step(compute, units)
+    assert not result.success
+    text = failure_text(result)
+    assert "1 of 2 unit(s) failed after 2 attempt(s)" in text
+    assert "unit doomed, SLURM job " in text and "always-fails" in text
+    job = text.split("unit doomed, SLURM job ")[1].split(":")[0]
+    assert slurm_cmd("sacct", "-n", "-X", "-P", "-j", job, "-o", "State").strip() == "FAILED"
+    # the flaky unit failed once and then wrote its table
+    assert (tmp_path / "flag").exists()
+    assert list(pd.read_parquet(tmp_path / "f.parquet")["gene"]) == _expected_rows(6)
+
+
+@pytest.mark.slurm
+def test_interrupted_step_cancels_all_its_jobs_and_publishes_nothing(slurm_env, tmp_path):
+    env = {**os.environ, **slurm_env, "CPB_HOME": str(tmp_path / "home"), "CPB_COMPUTE": "slurm",
+           "PYTHONPATH": str(HERE)}
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(HERE / "run_many_step.py"), str(out), "3", "120"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        running: list[str] = []
+        while time.monotonic() < deadline:
+            rows = slurm_cmd("squeue", "-h", "-o", "%i %T %Z").splitlines()
+            running = [r.split()[0] for r in rows if "/cpb-steps/" in r and r.split()[1] == "RUNNING"]
+            if len(running) >= 2:
+                break
+            time.sleep(0.5)
+        assert len(running) >= 2, slurm_cmd("squeue")
+        proc.send_signal(signal.SIGINT)  # what a terminated Dagster run worker sees
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, output
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        left = [r for r in slurm_cmd("squeue", "-h", "-o", "%i %Z").splitlines() if "/cpb-steps/" in r]
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, left
+    assert not out.exists() or not any(out.iterdir()), sorted(out.iterdir())
