@@ -126,6 +126,52 @@ class StorageResource(dg.ConfigurableResource):
     def harmonized_path(self, dataset: str) -> Path:
         return self.path("harmonized", f"{dataset}.h5ad")
 
+    @contextlib.contextmanager
+    def partition_lock(self, asset: str, partition: str | None = None, log=None,
+                       timeout_s: float = 24 * 3600) -> Iterator[None]:
+        """Hold the one lock of ``asset[partition]`` while materializing it.
+
+        Two runs materializing the same partition (two UI launches, a run and
+        `cpb ingest`, a retry racing its original) take turns: the second waits
+        here, logging every minute, then materializes in turn, so both end green
+        with one consistent result. An ``fcntl`` lock on
+        ``$CPB_HOME/locks/<asset>/<partition>.lock``: released by the kernel when
+        the holder dies, even by SIGKILL.
+
+        Raises
+        ------
+        TimeoutError
+            The partition stayed locked for `timeout_s` seconds.
+        """
+        import fcntl
+
+        safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in (partition or "_"))
+        path = self.path("locks", asset, f"{safe}.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as fh:
+            t0, next_log = time.monotonic(), 0.0
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    waited = time.monotonic() - t0
+                    if waited > timeout_s:
+                        raise TimeoutError(f"{asset}[{partition}] stayed locked by another run for {timeout_s:.0f} s "
+                                           f"({path})") from None
+                    if log is not None and waited >= next_log:
+                        log.info(f"{asset}[{partition}]: another run is materializing it; waiting ({path})")
+                        next_log += 60
+                    time.sleep(0.2)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def table_path(self, table: str, **partition: str) -> Path:
         """Hive-partitioned Parquet path: ``tables/<table>/k=v/…/part.parquet``."""
         parts = [f"{k}={v}" for k, v in partition.items()]

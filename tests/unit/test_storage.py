@@ -111,3 +111,35 @@ def test_killed_writer_leaves_previous_file(tmp_path):
             os.kill(os.getpid(), 9)
     os.waitpid(pid, 0)
     assert target.read_bytes() == b"old"
+
+
+def test_partition_lock_makes_a_second_run_wait_and_survives_sigkill(tmp_path):
+    import multiprocessing as mp
+    import time as _time
+
+    from cpb_resources.storage import StorageResource
+
+    storage = StorageResource(home=str(tmp_path))
+    ctx = mp.get_context("fork")
+    started = ctx.Event()
+
+    def holder():
+        with storage.partition_lock("harmonized_adata", "l1000_phase1"):
+            started.set()
+            _time.sleep(60)  # killed long before this ends
+
+    proc = ctx.Process(target=holder)
+    proc.start()
+    assert started.wait(30)
+    # a second "run" waits while the first holds the partition…
+    with pytest.raises(TimeoutError, match=r"harmonized_adata\[l1000_phase1\] stayed locked"):
+        with storage.partition_lock("harmonized_adata", "l1000_phase1", timeout_s=0.5):
+            pass
+    # …another partition is free meanwhile…
+    with storage.partition_lock("harmonized_adata", "l1000_phase2", timeout_s=0.5):
+        pass
+    # …and a holder killed with SIGKILL releases it (the kernel drops the lock)
+    os.kill(proc.pid, 9)
+    proc.join()
+    with storage.partition_lock("harmonized_adata", "l1000_phase1", timeout_s=5):
+        pass
