@@ -11,6 +11,7 @@ from cpb_assets.op3.assets import OP3_ASSETS
 from cpb_assets.release.assets import release
 from cpb_assets.reference.assets import cellosaurus
 from cpb_assets.sources.assets import raw_source, source_files
+from cpb_jobs.automation import automation_definitions, with_automation
 from cpb_jobs.resources import build_resources
 
 ALL_ASSETS = [source_files, raw_source, cellosaurus, compound_registry, harmonized_adata, de_table, *AGREEMENT_ASSETS, *LPM_ASSETS,
@@ -27,9 +28,13 @@ de_job = dg.define_asset_job(
     description="limma DE tables of one dataset × mode partition.",
 )
 
+AUTOMATION_JOBS, SCHEDULES, SENSORS = automation_definitions(source_files)
+
 defs = dg.Definitions(
-    assets=ALL_ASSETS,
+    assets=with_automation(ALL_ASSETS),
     asset_checks=ALL_CHECKS,
-    jobs=[harmonize_job, de_job],
+    jobs=[harmonize_job, de_job, *AUTOMATION_JOBS],
+    schedules=SCHEDULES,
+    sensors=SENSORS,
     resources=build_resources(),
 )
