@@ -7,7 +7,7 @@ SLURM ?= 0
 DATASETS ?=
 DEMO_ARGS := $(if $(strip $(DATASETS)),--datasets $(DATASETS),)
 
-.PHONY: install demo test test-fast ui bench slurm-up slurm-down clean
+.PHONY: install demo test test-fast ui bench slurm-up slurm-down clean mlflow-ui
 
 install:
 	@scripts/install-system
@@ -29,6 +29,13 @@ test: install
 
 ui: install
 	.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${CPB_UI_PORT:-3000}
+
+## make mlflow-ui: the LPM training runs ($CPB_HOME/mlflow) on http://127.0.0.1:5000 (CPB_MLFLOW_PORT)
+mlflow-ui:
+	@mkdir -p $(CPB_HOME)/mlflow/artifacts
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false .venv/bin/mlflow server --host 127.0.0.1 --port $${CPB_MLFLOW_PORT:-5000} \
+	  --workers 1 --backend-store-uri sqlite:///$(CPB_HOME)/mlflow/mlflow.db \
+	  --artifacts-destination $(CPB_HOME)/mlflow/artifacts
 
 bench: install
 	$(PY) -m benchmarks.run

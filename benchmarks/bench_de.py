@@ -10,8 +10,9 @@ Contenders, all in this process, R and limma already loaded (one untimed
 warm-up call of ``fit_limma`` sources the R script and loads the packages):
 
 * ``run_de_partition``: the project's whole DE layer for the partition
-  (plan units, labels, design, :func:`fit_limma`, the long DE table,
-  ``adj_P_across``) — what an asset materialization pays;
+  (plan units, labels, design, :func:`fit_limma`, the unit's Parquet file,
+  ``assemble_de`` with ``adj_P_across``, the folder read back) — what an
+  asset materialization pays, plus the read-back;
 * ``fit_limma``: the project's rpy2 wrapper + ``r_scripts/limma_de.R``
   alone, on a design and contrasts built beforehand (not timed);
 * direct (baseline): numpy → R matrices, then ``lmFit``, ``contrasts.fit``,

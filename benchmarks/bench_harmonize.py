@@ -1,12 +1,12 @@
 """Harmonization throughput per dataset partition, on the SYNTHETIC demo world.
 
 Setup (not timed): the seeded demo world is built once and each dataset's
-SYNTHETIC native files are written with ``source_module(ds).write_synthetic``
+SYNTHETIC native files are written with ``SOURCES[ds].write_synthetic``
 into a temporary folder. The compound registry is a stand-in (every
 ``source_id`` of ``compound_records`` → ``pubchem_cid`` "1", ``cid_method``
 "bench"), so PubChem is never contacted.
 
-Timed: ``source_module(ds).harmonize(folder, ds, registry)`` — reading the
+Timed: ``SOURCES[ds].harmonize(folder, registry)`` — reading the
 native files, QC, pseudobulk (single-cell sources), units, genes, contexts,
 schema. Reported as harmonized samples (obs rows) per second; single-cell
 sources also give input cells per second. There is no baseline: these rows
@@ -22,14 +22,14 @@ import pandas as pd
 
 from benchmarks import REPS, median_times, row
 from cpb_assets.datasets import DATASETS
-from cpb_assets.sources.base import source_module
-from cpb_assets.sources.demo_world import build_world
+from cpb_assets.sources.registry import SOURCES
+from cpb_assets.demo.world import build_world
 
 QUICK_DATASETS = ["l1000_phase2", "op3", "vcpi_0001", "cigs_mce", "dilimap_train"]
 
 
 def stand_in_registry(folder: Path, dataset: str) -> pd.DataFrame:
-    rec = source_module(dataset).compound_records(folder, dataset)
+    rec = SOURCES[dataset].compound_records(folder)
     return pd.DataFrame({"source_id": rec["source_id"].astype(str).to_numpy(),
                          "pubchem_cid": "1", "cid_method": "bench"})
 
@@ -42,17 +42,17 @@ def run(quick: bool = False, reps: int = REPS) -> list[dict]:
     setup = {"build_world_s": round(time.perf_counter() - t0, 2)}
     with tempfile.TemporaryDirectory(prefix="cpb_bench_harmonize_") as tmp:
         for ds in datasets:
-            mod = source_module(ds)
+            spec = SOURCES[ds]
             folder = Path(tmp) / ds
             folder.mkdir()
             try:
                 t0 = time.perf_counter()
-                mod.write_synthetic(world, ds, folder)
+                spec.write_synthetic(world, folder)
                 write_s = time.perf_counter() - t0
                 registry = stand_in_registry(folder, ds)
-                med, times, last = median_times({"project": lambda: mod.harmonize(folder, ds, registry)}, reps)
+                med, times, last = median_times({"project": lambda: spec.harmonize(folder, registry)}, reps)
             except Exception as exc:  # one broken source must not hide the others' numbers
-                rows.append(row("harmonize", ds, "", project=f"{mod.__name__}.harmonize", project_s=float("nan"),
+                rows.append(row("harmonize", ds, "", project=f"{spec.reader}.harmonize", project_s=float("nan"),
                                 check=f"FAILED: {type(exc).__name__}: {exc}"[:300], reps=reps, ok=False))
                 continue
             h = last["project"]
@@ -65,7 +65,7 @@ def run(quick: bool = False, reps: int = REPS) -> list[dict]:
                      "write_synthetic_s": round(write_s, 2), **setup}
             if cells:
                 extra["cells_per_s"] = int(cells) / med["project"]
-            rows.append(row("harmonize", ds, size, project=f"{mod.__name__}.harmonize",
+            rows.append(row("harmonize", ds, size, project=f"{spec.reader}.harmonize",
                             project_s=med["project"], check=f"{n_obs / med['project']:,.0f} samples/s"
                             + (f", {int(cells) / med['project']:,.0f} cells/s" if cells else ""),
                             reps=reps, times=times, ok=n_obs > 0, **extra))

@@ -26,7 +26,8 @@ from pathlib import Path
 from benchmarks import REPS, machine
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = ["pseudobulk", "gctx", "harmonize", "de", "contrasts"]
+BENCHMARKS = ["pseudobulk", "gctx", "harmonize", "de", "contrasts", "bootstrap", "lpm", "de_memory",
+              "reader_memory", "agreement", "fast_de"]
 
 
 def _fmt_s(x) -> str:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(f"{name}: {r['case']}")
         print(f"[{name}] {time.perf_counter() - t0:.0f} s", flush=True)
 
-    if "de" in (args.only or BENCHMARKS):
+    if {"de", "fast_de"} & set(args.only or BENCHMARKS):
         try:
             import rpy2.robjects as ro
             info["R"] = str(ro.r("R.version.string")[0])

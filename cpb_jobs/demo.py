@@ -47,13 +47,18 @@ def _init_instance() -> None:
 def _selection(step: str):
     import dagster as dg
 
-    from cpb_assets.effects.assets import de_table
-    from cpb_assets.harmonize.assets import compound_registry, harmonized_adata
-    from cpb_assets.sources.assets import raw_source
+    from cpb_assets.agreement.assets import agreement_scores, matched_conditions
 
-    asset = {"raw_source": raw_source, "compound_registry": compound_registry, "harmonized_adata": harmonized_adata,
-             "de_table": de_table}[step]
-    return dg.AssetSelection.assets(asset) | dg.AssetSelection.checks_for_assets(asset)
+    # agreement: one run per dataset pair materializes the pair's assets together
+    groups = {"agreement_pair": [matched_conditions, agreement_scores]}
+    from cpb_assets.agreement.assets import (bootstrap_summary, bootstrap_summary_replicates, replicate_agreement,
+                                             retrieval_scores)
+
+    groups["agreement_pair"] += [retrieval_scores, bootstrap_summary]
+    groups["replicate_dataset"] = [replicate_agreement, bootstrap_summary_replicates]
+    if step in groups:
+        return dg.AssetSelection.assets(*groups[step]) | dg.AssetSelection.checks_for_assets(*groups[step])
+    return dg.AssetSelection.keys(step) | dg.AssetSelection.checks_for_assets(dg.AssetSelection.keys(step))
 
 
 def _materialize(step: str, key: str | dict | None) -> tuple[str, bool, float, list[str]]:
@@ -104,6 +109,34 @@ def _run_all(step: str, keys: list, workers: int) -> list[str]:
     return failed
 
 
+# LPM models in the demo (LpmTrainConfig defaults: few epochs, seeds 13 and 17); `paper: true` in the run
+# config of lpm_checkpoint / lpm_finetuned / lpm_results gives METHODS' settings (docs/lpm.md)
+DEMO_LPM_VARIANTS = ["all", "all_morgan_fixed", "all_morgan_learned", "scalar_all", "scalar_l1000"]
+DEMO_LPM_TARGETS = ["l1000_phase2", "novartis_drugseq"]
+OP3_DEMO_SEEDS = ["0", "1"]
+STAGES = ["de", "lpm_data", "all", "release"]
+
+
+def _run_lpm_models(lpm_ready: list[str], workers: int) -> list[str]:
+    """Checkpoints per demo variant × seed, fine-tune / scratch runs on the demo targets, embeddings, results."""
+    from cpb_assets.lpm.assets import MLFLOW_EXPERIMENT
+    from cpb_assets.lpm.results import DEMO_SEEDS, FINETUNE_VARIANTS
+    from cpb_resources.mlflow import MlflowResource
+
+    print("LPM models: checkpoints (variant × seed), fine-tune / scratch runs, compound embeddings, results; "
+          "every training run an MLflow run (make mlflow-ui)")
+    MlflowResource.from_env().experiment(MLFLOW_EXPERIMENT)  # create the MLflow store once, before the workers
+    variants = [v for v in DEMO_LPM_VARIANTS if v != "scalar_l1000" or {"l1000_phase1", "l1000_phase2"} & set(lpm_ready)]
+    failed = _run_all("lpm_checkpoint", [{"variant": v, "seed": s} for v in variants for s in DEMO_SEEDS], workers)
+    targets = [d for d in DEMO_LPM_TARGETS if d in lpm_ready]
+    failed += _run_all("lpm_finetuned", [{"dataset": d, "variant": v} for d in targets for v in FINETUNE_VARIANTS],
+                       workers)
+    failed += _run_all("compound_embeddings", [v for v in variants if f"lpm_checkpoint[{v}|13]" not in failed],
+                       workers)
+    failed += _run_all("lpm_results", [None], 1)
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--home", help="CPB_HOME (default ./.cpb)")
@@ -112,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="partitions materialized at once, one process each (default 2; capped at the CPUs)")
     parser.add_argument("--compute", choices=["local", "slurm"], default=None,
                         help="where heavy assets run (default: CPB_COMPUTE or local)")
+    parser.add_argument("--until", choices=STAGES, default="release",
+                        help="stop after this stage (default: everything, ending with release 'demo')")
     args = parser.parse_args(argv)
     home = prepare_environment(args.home)
     if args.compute:
@@ -128,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = _run_all("raw_source", datasets, workers)
     print("2/4 compound registry")
     failed += _run_all("compound_registry", [None], 1)
+    failed += _run_all("cellosaurus", [None], 1)  # cell-line contexts (built excerpt in the demo profile)
     print("3/4 harmonized AnnData (+ blocking checks)")
     ready = [ds for ds in datasets if f"raw_source[{ds}]" not in failed]
     failed += _run_all("harmonized_adata", ready, workers)
@@ -136,12 +172,66 @@ def main(argv: list[str] | None = None) -> int:
             and f"raw_source[{ds}]" not in failed for m in MODES]
     keys.sort(key=lambda k: -DE_COST.get(f"{k['dataset']}|{k['mode']}", 15))
     failed += _run_all("de_table", keys, workers)
+    if args.until == "de":
+        return _done(home, t_all, failed)
+    print("LPM: training tables per dataset, Morgan fingerprints, splits + split-pure shards (+ leakage check)")
+    lpm_ready = [ds for ds in datasets if {"dataset": ds, "mode": "group"} in keys
+                 and f"de_table[{ds}|group]" not in failed]
+    failed += _run_all("lpm_table", lpm_ready, workers)
+    failed += _run_all("morgan_fingerprints", [None], 1)
+    if lpm_ready:
+        failed += _run_all("lpm_split", [None], 1)
+    if args.until == "lpm_data":
+        return _done(home, t_all, failed)
+    if lpm_ready and "lpm_split" not in failed:
+        failed += _run_lpm_models(lpm_ready, workers)
+    print("Agreement: stage-1 match candidates, every dataset pair (matches, scores), report")
+    de_group = [ds for ds in datasets if f"de_table[{ds}|group]" not in failed
+                and {"dataset": ds, "mode": "group"} in keys]
+    failed += _run_all("match_candidates", [None], 1)
+    if "match_candidates" not in failed:
+        from cpb_assets.agreement.assets import PAIRS
+        from cpb_assets.agreement.matching import split_pair
+
+        pairs = [p for p in PAIRS if set(split_pair(p)) <= set(de_group)]
+        failed += _run_all("agreement_pair", pairs, workers)
+        # replicate agreement, replicate retrieval and their bootstrap, per dataset with a sep DE partition
+        de_sep = [ds for ds in datasets if {"dataset": ds, "mode": "sep"} in keys and f"de_table[{ds}|sep]" not in failed]
+        failed += _run_all("replicate_dataset", de_sep, workers)
+        failed += _run_all("agreement_report", [None], 1)
+    if "op3" in de_group:
+        print(f"OP3 downstream: targets and re-split, descriptors, two-stage predictor × seeds {OP3_DEMO_SEEDS}, results")
+        failed += _run_all("op3_targets", [None], 1)
+        descriptors = ["none", "morgan_fixed", "morgan_trainable"] + [
+            d for d, v in (("lpm_all", "scalar_all"), ("lpm_l1000", "scalar_l1000"))
+            if (home / "tables" / "compound_embeddings" / f"variant={v}").exists()]
+        failed += _run_all("op3_descriptors", descriptors, workers)
+        failed += _run_all("op3_predictions", [{"descriptor": d, "seed": s} for d in descriptors
+                                               for s in OP3_DEMO_SEEDS], workers)
+        failed += _run_all("op3_results", [None], 1)
+    if args.until == "release" and not failed:
+        if (home / "releases" / "demo").exists():
+            print("release demo exists (a release is never overwritten): kept; `cpb release TAG` writes another")
+        else:
+            print("Release 'demo': tables, manifest with lineage, Croissant, licences")
+            from cpb_jobs.commands import release
+
+            failed += [] if release("demo", home=str(home)) == 0 else ["release[demo]"]
+    return _done(home, t_all, failed)
+
+
+def _done(home: Path, t_all: float, failed: list[str]) -> int:
     total = time.perf_counter() - t_all
     print(f"\nDone in {total:.0f} s." + (f" FAILED: {', '.join(failed)}" if failed else " Everything materialized."))
     print(f"""
 Where things are:
   harmonized AnnData   {home}/harmonized/<dataset>.h5ad
   DE tables            {home}/tables/de/dataset=<dataset>/mode=<group|sep>/*.parquet
+  agreement report     {home}/reports/agreement/   (views matched_conditions, agreement_pairs)
+  LPM tables, shards   {home}/lpm/{{table,splits,shards,fingerprints}}/   (split counts: view lpm_split_counts)
+  LPM runs             {home}/lpm/{{runs,finetune}}/   (views lpm_results, compound_embeddings; make mlflow-ui)
+  OP3 evaluation       {home}/reports/op3/   (views op3_split, op3_results)
+  release 'demo'       {home}/releases/demo/   (.venv/bin/cpb audit demo)
   native source files  {home}/sources/<dataset>/   (SYNTHETIC; planted truth in sources/_truth/)
   SQL catalog          {home}/catalog.duckdb
 Query it:

@@ -6,6 +6,7 @@ import os
 from cpb_resources.catalog import CatalogResource
 from cpb_resources.compound_registry import CompoundRegistryResource
 from cpb_resources.compute import ComputeResource
+from cpb_resources.mlflow import MlflowResource
 from cpb_resources.sources import SourceCatalogResource
 from cpb_resources.storage import StorageResource
 
@@ -30,4 +31,6 @@ def build_resources() -> dict:
             manual_table=os.environ.get("CPB_COMPOUND_MANUAL", ""),
         ),
         "compute": ComputeResource.from_env(),
+        # LPM training runs: sqlite:///$CPB_HOME/mlflow/mlflow.db unless CPB_MLFLOW_URI names another store
+        "mlflow": MlflowResource.from_env(),
     }

@@ -1,4 +1,9 @@
-"""The compound registry's reference: which structures and names map to which CID."""
+"""Settings of the compound registry: the offline reference, manual fallbacks, PubChem on or off.
+
+The resolution itself is the harmonize stage's code
+(:func:`cpb_assets.harmonize.compounds.resolve_compounds`); this resource only
+says which tables and clients to use.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +11,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from cpb_assets.harmonize.compounds import CompoundReference, resolve_compounds
-from cpb_assets.sources.demo_world import REAL_DATA
-
-DEFAULT_REFERENCE = REAL_DATA / "pubchem_sample" / "compounds.tsv"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_REFERENCE = REPO_ROOT / "data" / "real" / "pubchem_sample" / "compounds.tsv"
 
 
 class CompoundRegistryResource(dg.ConfigurableResource):
@@ -35,15 +38,8 @@ class CompoundRegistryResource(dg.ConfigurableResource):
     pubchem_online: bool = False
     pubchem_cache: str = ""
 
-    def build_reference(self, seed: int | None = None) -> CompoundReference:
-        ref = CompoundReference.from_pubchem_sample(Path(self.reference) if self.reference else DEFAULT_REFERENCE)
-        if self.demo_synonyms:
-            from cpb_assets.sources.demo_world import WORLD_SEED, build_world
-            comp = build_world(seed or WORLD_SEED).compounds
-            for r in comp.itertuples():
-                ref.add_names(r.pubchem_cid, [r.name])
-                ref.add_catalog_ids(r.pubchem_cid, [r.brd_id, r.catalog_id])
-        return ref
+    def reference_path(self) -> Path:
+        return Path(self.reference) if self.reference else DEFAULT_REFERENCE
 
     def manual(self) -> dict[str, dict[str, str]]:
         if not self.manual_table:
@@ -54,11 +50,11 @@ class CompoundRegistryResource(dg.ConfigurableResource):
             out.setdefault(r.dataset, {})[r.key] = r.pubchem_cid
         return out
 
-    def resolve(self, records: pd.DataFrame, seed: int | None = None) -> pd.DataFrame:
-        client = None
-        if self.pubchem_online:
-            from cpb_resources.pubchem import PubChemClient
-            from cpb_resources.storage import default_home
-            cache = self.pubchem_cache or str(default_home() / "pubchem_cache.duckdb")
-            client = PubChemClient(cache_path=cache, offline=False)
-        return resolve_compounds(records, self.build_reference(seed), manual=self.manual(), pubchem=client)
+    def pubchem_client(self):
+        """A PubChem client (cached), or None when online look-ups are off."""
+        if not self.pubchem_online:
+            return None
+        from cpb_resources.pubchem import PubChemClient
+        from cpb_resources.storage import default_home
+        cache = self.pubchem_cache or str(default_home() / "pubchem_cache.duckdb")
+        return PubChemClient(cache_path=cache, offline=False)

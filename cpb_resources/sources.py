@@ -1,14 +1,16 @@
-"""Where source files come from: the demo world (default) or the real downloads."""
+"""Where source files come from: settings of the demo world (default) or of the real downloads.
+
+The resource holds settings and paths only; what to write or download per
+dataset is the sources stage's business (``cpb_assets.sources.landing``).
+"""
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import dagster as dg
 
-from cpb_assets.sources.base import source_module
-from cpb_assets.sources.demo_world import WORLD_SEED
+CHECKSUMS = "checksums.json"  # per landing folder: trust-on-first-use record of sha256
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -39,43 +41,29 @@ class SourceCatalogResource(dg.ConfigurableResource):
 
     profile
         ``demo`` (default): files are generated from the seeded SYNTHETIC demo
-        world. ``real``: files are taken from ``landing/<dataset>/`` under
-        ``landing`` (default ``$CPB_HOME/landing``), downloading the source's
-        REMOTE_FILES there first when absent.
+        world. ``real``: files are taken from the dataset's landing folder,
+        downloading the source's remote files there first when absent.
+    seed
+        Seed of the demo world (None: the world's default seed).
+    landing
+        Root of the landing folders, ``<landing>/<dataset>/`` (default
+        ``$CPB_HOME/landing``).
+    folder
+        One folder holding exactly the files of the dataset being
+        materialized (``cpb ingest DATASET FOLDER``); set, it replaces the
+        landing folder and nothing is downloaded.
     """
 
     profile: str = "demo"
-    seed: int = WORLD_SEED
+    seed: int | None = None
     landing: str = ""
+    folder: str = ""
 
     def landing_dir(self, home: Path, dataset: str) -> Path:
-        return (Path(self.landing) if self.landing else home / "landing") / dataset
+        if self.folder:
+            return Path(self.folder).resolve()
+        return (Path(self.landing) if self.landing else Path(home) / "landing") / dataset
 
-    def origin_version(self, home: Path, dataset: str) -> str:
-        """Version of the origin: generator code + seed (demo) or landing checksums (real)."""
-        if self.profile == "demo":
-            from cpb_assets.versioning import code_version
-            mod = source_module(dataset).__name__
-            return f"demo-{self.seed}-" + code_version(mod, "cpb_assets.sources.demo_world")
-        return combined_version(folder_fingerprint(self.landing_dir(home, dataset)))
-
-    def materialize_into(self, home: Path, dataset: str, dest: Path) -> list[Path]:
-        """Put the native files of `dataset` into `dest` (a fresh temporary folder)."""
-        if self.profile == "demo":
-            from cpb_assets.sources.demo_world import build_world
-            source_module(dataset).write_synthetic(build_world(self.seed), dataset, dest)
-        elif self.profile == "real":
-            from cpb_assets.sources.download import download_all
-            landing = self.landing_dir(home, dataset)
-            download_all(source_module(dataset).REMOTE_FILES[dataset], landing)
-            from cpb_assets.sources.download import gunzip_to
-            for p in sorted(landing.iterdir()):
-                if not p.is_file() or p.name.startswith(".") or p.name == "checksums.json":
-                    continue
-                if p.name.endswith(".gctx.gz"):  # HDF5 needs random access: store it decompressed
-                    gunzip_to(p, dest / p.name[:-3])
-                else:
-                    shutil.copy2(p, dest / p.name)
-        else:
-            raise ValueError(f"unknown source profile {self.profile!r} (demo | real)")
-        return sorted(p for p in dest.rglob("*") if p.is_file())
+    @property
+    def download(self) -> bool:
+        return not self.folder

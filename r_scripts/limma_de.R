@@ -106,23 +106,23 @@ cpb_limma_de <- function(x, design, contrasts, normalized) {
     fit2 <- cpb_contrasts_fit(fit, contrasts)
     fit2 <- eBayes(fit2, robust = TRUE, trend = isTRUE(normalized))
     genes <- rownames(fit2)
-    cols <- c("logFC", "AveExpr", "t", "P.Value", "adj.P.Val", "B", "CI.L", "CI.R")
-    tabs <- lapply(seq_len(ncol(contrasts)), function(j) {
-      tab <- topTable(fit2, coef = j, number = Inf, sort.by = "none",
-                      adjust.method = "BH", confint = TRUE)
-      # join by gene name, never by position
-      idx <- match(genes, rownames(tab))
-      if (anyNA(idx)) stop("topTable lost genes of the fit")
-      tab[idx, cols, drop = FALSE]
-    })
-    # one genes x contrasts matrix per topTable column, built once (no copy per contrast)
-    out <- lapply(cols, function(cl) {
-      m <- matrix(unlist(lapply(tabs, `[[`, cl), use.names = FALSE),
-                  nrow = length(genes), ncol = ncol(contrasts))
+    # topTable(fit2, coef = j, number = Inf, sort.by = "none", adjust.method = "BH",
+    # confint = TRUE) for every j at once: the same expressions as limma's
+    # .topTableT, in the same order (bit-identical), without a call per contrast
+    # (a few ms each: minutes for the thousands of contrasts of a batch)
+    P <- fit2$p.value
+    adj <- P
+    for (j in seq_len(ncol(P))) adj[, j] <- p.adjust(P[, j], method = "BH")
+    margin <- sqrt(fit2$s2.post) * fit2$stdev.unscaled * qt(0.975, df = fit2$df.total)
+    M <- fit2$coefficients
+    A <- matrix(fit2$Amean, nrow(M), ncol(M), dimnames = dimnames(M))
+    out <- list(logFC = M, AveExpr = A, t = fit2$t, P.Value = P, adj.P.Val = adj, B = fit2$lods,
+                CI.L = M - margin, CI.R = M + margin)
+    out <- lapply(out, function(m) {
+      m <- as.matrix(m)[genes, colnames(contrasts), drop = FALSE]
       dimnames(m) <- list(genes, colnames(contrasts))
       m
     })
-    names(out) <- cols
   }, warning = collect)
   list(
     nothing_to_fit = "",

@@ -17,6 +17,7 @@ import pandas as pd
 
 from cpb_assets.effects.labels import condition_labels, fmt, needs_dose_rounding
 from cpb_assets.harmonize.schema import UNKNOWN
+from cpb_assets.sources.registry import SOURCES
 
 MAX_BATCH = 2500  # non-control samples per limma fit
 MIN_CELLS: dict[str, int] = {"sciplex": 10, "op3": 10, "tahoe100m": 50}  # pseudobulk cells, else 0
@@ -41,6 +42,9 @@ class DEUnit:
         The dataset-wide 4-decimal dose-rounding decision for labels.
     notes
         Human-readable notes on samples dropped while planning.
+    rows
+        Positions (0-based, increasing) of ``sample_ids`` in the harmonized
+        AnnData the unit was planned from, so a worker reads only these rows.
     """
 
     dataset: str
@@ -51,6 +55,7 @@ class DEUnit:
     sample_ids: tuple[str, ...]
     round_doses: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    rows: tuple[int, ...] = field(default_factory=tuple)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -60,7 +65,26 @@ class DEUnit:
         d = json.loads(text)
         d["sample_ids"] = tuple(d["sample_ids"])
         d["notes"] = tuple(d.get("notes", ()))
+        d["rows"] = tuple(int(r) for r in d.get("rows", ()))
         return cls(**d)
+
+
+def de_times_h(dataset: str) -> tuple[float, ...] | None:
+    """Times (h) the DE layer keeps for `dataset` (None: every time), from the source registry.
+
+    METHODS §3: Tahoe-100M, sci-Plex, OP3 and L1000 at 24 h only; the
+    harmonized AnnData keeps every time.
+    """
+    spec = SOURCES.get(dataset)
+    return None if spec is None else spec.de_times_h
+
+
+def time_mask(obs: pd.DataFrame, dataset: str) -> np.ndarray:
+    """Samples inside the DE time restriction of `dataset` (controls included)."""
+    keep_times = de_times_h(dataset)
+    if keep_times is None:
+        return np.ones(len(obs), dtype=bool)
+    return obs["pert_time_h"].astype(float).isin(list(keep_times)).to_numpy()
 
 
 def stratum_ids(obs: pd.DataFrame, dataset: str) -> pd.Series:
@@ -131,7 +155,8 @@ def pack_batches(condition_sizes: dict[str, int], max_size: int = MAX_BATCH) -> 
 def plan_units(obs: pd.DataFrame, dataset: str, mode: str, max_batch: int = MAX_BATCH) -> tuple[list[DEUnit], list[dict]]:
     """Split a harmonized dataset into independent DE units.
 
-    Steps: minimum-cell filter; strata; batches of about `max_batch`
+    Steps: the DE time restriction (:func:`de_times_h`); minimum-cell
+    filter; strata; batches of about `max_batch`
     non-control samples (whole treated conditions, grouped by their group
     label in both modes so group and sep fit the same samples), controls
     copied into every batch; controls at times without treated samples in
@@ -144,8 +169,11 @@ def plan_units(obs: pd.DataFrame, dataset: str, mode: str, max_batch: int = MAX_
     skipped
         Strata-table rows (dicts) for strata with nothing to fit.
     """
-    keep = min_cells_mask(obs, dataset)
-    n_low = int((~keep).sum())
+    pos = pd.Series(np.arange(len(obs)), index=obs.index)
+    in_time = time_mask(obs, dataset)
+    n_time = int((~in_time).sum())
+    keep = min_cells_mask(obs, dataset) & in_time
+    n_low = int((~keep & in_time).sum())
     obs = obs.loc[keep]
     rounding = needs_dose_rounding(obs.loc[~obs["is_control"].to_numpy(dtype=bool), "pert_dose_uM"])
     labels = condition_labels(obs, dataset, mode, round_doses=rounding)
@@ -157,6 +185,9 @@ def plan_units(obs: pd.DataFrame, dataset: str, mode: str, max_batch: int = MAX_
         lab = labels.loc[sub.index]
         ctrl = sub["is_control"].to_numpy(dtype=bool)
         notes = []
+        if n_time:
+            notes.append(f"{n_time} samples of the dataset outside the DE times "
+                         f"{[fmt(t) for t in de_times_h(dataset)]} h left out")
         if n_low:
             notes.append(f"{n_low} samples of the dataset below {MIN_CELLS.get(dataset, 0)} cells dropped")
         if not (~ctrl).any():
@@ -176,7 +207,9 @@ def plan_units(obs: pd.DataFrame, dataset: str, mode: str, max_batch: int = MAX_
             if n_orphan:
                 unit_notes.append(f"{n_orphan} controls at times without treated samples dropped")
             ids = tuple(sub.index[treated | controls].astype(str))
-            units.append(DEUnit(dataset, mode, str(stratum), b, len(batches), ids, rounding, tuple(unit_notes)))
+            rows = tuple(int(r) for r in pos.loc[list(ids)].to_numpy()) if ids else ()
+            units.append(DEUnit(dataset, mode, str(stratum), b, len(batches), ids, rounding, tuple(unit_notes),
+                                rows))
     return units, skipped
 
 
@@ -184,7 +217,7 @@ def skip_row(dataset: str, mode: str, stratum: str, batch: int, *, n_samples: in
              n_contrasts: int = 0, reason: str, seconds: float = 0.0) -> dict:
     """A strata-table row for a unit that was not fitted."""
     return {"dataset": dataset, "mode": mode, "stratum": stratum, "batch": batch, "n_samples": n_samples,
-            "n_controls": n_controls, "n_contrasts": n_contrasts, "genes_kept": 0, "df_prior": np.nan,
+            "n_controls": n_controls, "n_contrasts": n_contrasts, "n_plate_confounded": 0, "genes_kept": 0, "df_prior": np.nan,
             "s2_prior": np.nan, "status": "skipped", "reason": reason, "seconds": seconds}
 
 
@@ -202,7 +235,8 @@ class Design:
     coef_labels
         Safe coefficient name → condition label or plate.
     contrast_table
-        One row per contrast: contrast (safe name), treated_label, control_label.
+        One row per contrast: contrast (safe name), treated_label, control_label,
+        plate_confounded (set by :func:`lmfit_design`).
     """
 
     design: pd.DataFrame
@@ -257,7 +291,7 @@ def build_design(obs: pd.DataFrame, labels: pd.Series) -> Design:
                 name = f"k{len(rows) + 1:04d}" if len(treated) * len(controls) < 10000 else f"k{len(rows) + 1:07d}"
                 rows.append((name, tr, co))
                 vecs.append(v)
-    table = pd.DataFrame(rows, columns=["contrast", "treated_label", "control_label"])
+    table = pd.DataFrame(rows, columns=["contrast", "treated_label", "control_label"]).assign(plate_confounded=False)
     contrasts = pd.DataFrame(np.array(vecs).T if vecs else np.zeros((len(design.columns), 0)),
                              index=design.columns, columns=table["contrast"].tolist())
     return Design(design, contrasts, coef_labels, table)
@@ -281,55 +315,65 @@ def non_estimable(design: pd.DataFrame, coef_labels: dict[str, str]) -> list[str
     return [coef_labels.get(design.columns[j], design.columns[j]) for j in sorted(piv[rank:])]
 
 
-def estimable_design(des: Design, tol: float = 1e-8) -> tuple[Design, list[str], list[str]]:
-    """Drop aliased plate columns and the contrasts they make non-estimable.
+def lmfit_design(des: Design, tol: float = 1e-8) -> tuple[Design, list[str], np.ndarray]:
+    """What limma's ``lmFit`` does with a rank-deficient design; every contrast kept, the affected ones flagged.
 
-    Condition indicators are disjoint, so only plate columns can be linear
-    combinations of earlier columns (e.g. plates nested in time points, as
-    L1000 plates are: the plates of one time point sum to that time's
-    conditions). Such a plate column is dropped, as limma's lmFit does with
-    non-estimable coefficients; contrasts within one time point stay
-    estimable. A contrast ``c`` is kept only if it is estimable in the full
-    model, i.e. orthogonal to every null vector of the design: for a dropped
-    column ``x_j = X_kept a_j`` the contrast must have ``c · a_j = 0``. A plate
-    holding nothing but one condition makes that condition's contrasts
-    non-estimable (its plate effect cannot be told from its treatment effect).
+    ``lmFit`` (``lm.fit``'s pivoting QR) moves every column that is a linear
+    combination of the columns before it to the end and reports its
+    coefficient as NA; ``contrasts.fit`` then keeps every contrast that puts
+    no weight on those columns. Condition indicators come first and are
+    disjoint, so only plate columns are ever aliased (plates nested in time
+    points, as L1000 plates are; a plate holding one condition only; a plate
+    whose controls were filtered away). Fitting the design without those
+    columns gives ``lmFit``'s numbers exactly and keeps ``contrasts.fit``'s
+    fast path.
+
+    A contrast ``c`` is *plate-confounded* when it is not estimable in the full
+    model: for some dropped column ``x_j = X_kept a_j`` it has ``c · a_j ≠ 0``.
+    limma still returns it; its estimate then also carries the aliased plate
+    effect (e.g. a condition alone on its plate). It is kept and flagged.
 
     Returns
     -------
     design
-        The reduced Design (full column rank) with the estimable contrasts.
-    dropped_plates
-        Labels of the aliased plate columns.
-    non_estimable
-        ``treated_label − control_label`` of the contrasts removed.
+        The reduced Design (full column rank), every contrast of `des`, its
+        ``contrast_table`` with a boolean ``plate_confounded`` column.
+    aliased
+        Labels of the dropped (aliased) plate columns.
+    confounded
+        Boolean per contrast (order of ``des.contrast_table``).
     """
     X = des.design.to_numpy(dtype=float)
     names = list(des.design.columns)
+    is_plate = np.array([n.startswith("plate") for n in names])
+    cond = X[:, ~is_plate]
+    if np.any(cond.sum(axis=1) != 1) or np.any(cond.sum(axis=0) == 0) or np.any(is_plate[:int((~is_plate).sum())]):
+        raise ValueError("condition columns must come first and be disjoint, non-empty indicators")
+    # the condition indicators are orthogonal and all kept: project them out of the plate columns at
+    # once (per-condition means), then Gram-Schmidt over the plate residuals in column order, as lm.fit pivots
+    P = X[:, is_plate]
+    resid = P - cond @ ((cond.T @ P) / cond.sum(axis=0)[:, None])
+    kept = list(np.flatnonzero(~is_plate))
+    dropped = []
     basis: list[np.ndarray] = []
-    kept, dropped = [], []
-    for j, name in enumerate(names):
-        v = X[:, j].copy()
-        for b in basis:  # modified Gram-Schmidt against the kept columns
+    for k, j in enumerate(np.flatnonzero(is_plate)):
+        v = resid[:, k].copy()
+        for b in basis:
             v -= (b @ v) * b
         norm = np.linalg.norm(v)
         if norm > tol * max(1.0, np.linalg.norm(X[:, j])):
             basis.append(v / norm)
-            kept.append(j)
+            kept.append(int(j))
         else:
-            dropped.append(j)
-    if not dropped:
-        return des, [], []
-    Xk = X[:, kept]
+            dropped.append(int(j))
     C = des.contrasts.to_numpy(dtype=float)
-    ok = np.ones(C.shape[1], dtype=bool)
-    for j in dropped:
-        a, *_ = np.linalg.lstsq(Xk, X[:, j], rcond=None)  # x_j = X_kept a
-        ok &= np.abs(C[kept].T @ a - C[j]) < 1e-6
-    table = des.contrast_table.loc[ok].reset_index(drop=True)
-    reduced = Design(design=des.design.iloc[:, kept],
-                     contrasts=des.contrasts.iloc[kept, np.flatnonzero(ok)],
-                     coef_labels={names[j]: des.coef_labels[names[j]] for j in kept},
-                     contrast_table=table)
-    bad = [f"{t} − {c}" for t, c in des.contrast_table.loc[~ok, ["treated_label", "control_label"]].to_numpy()]
-    return reduced, [des.coef_labels[names[j]] for j in dropped], bad
+    confounded = np.zeros(C.shape[1], dtype=bool)
+    if dropped:
+        Xk = X[:, kept]
+        for j in dropped:
+            a, *_ = np.linalg.lstsq(Xk, X[:, j], rcond=None)  # x_j = X_kept a
+            confounded |= np.abs(C[kept].T @ a - C[j]) > 1e-6
+    table = des.contrast_table.assign(plate_confounded=confounded)
+    reduced = Design(design=des.design.iloc[:, kept], contrasts=des.contrasts.iloc[kept, :],
+                     coef_labels={names[j]: des.coef_labels[names[j]] for j in kept}, contrast_table=table)
+    return reduced, [des.coef_labels[names[j]] for j in dropped], confounded

@@ -12,9 +12,13 @@ import pandas as pd
 
 from cpb_assets.datasets import DATASETS, dataset_partitions
 from cpb_assets.errors import SourceFormatError
+from cpb_assets.harmonize.compounds import compound_coverage, registry_reference, resolve_compounds
+from cpb_assets.harmonize.contexts import use_contexts
 from cpb_assets.harmonize.schema import check_harmonized
+from cpb_assets.reference.assets import cellosaurus
 from cpb_assets.sources.assets import raw_source
-from cpb_assets.sources.base import SOURCE_MODULE_NAMES, source_module
+from cpb_assets.sources.landing import demo_seed
+from cpb_assets.sources.registry import SOURCES, reader_modules
 from cpb_assets.versioning import code_version
 from cpb_resources.catalog import CatalogResource
 from cpb_resources.compound_registry import CompoundRegistryResource
@@ -28,7 +32,8 @@ HARMONIZE_MODULES = ["cpb_assets.harmonize." + m for m in ("assemble", "schema",
 
 
 @dg.asset(deps=[dg.AssetDep(raw_source, partition_mapping=dg.AllPartitionMapping())], group_name="harmonize",
-          code_version=code_version("cpb_assets.harmonize.compounds", "cpb_resources.compound_registry"),
+          code_version=code_version("cpb_assets.harmonize.compounds", "cpb_resources.compound_registry",
+                                    *reader_modules()),
           kinds={"python", "duckdb"},
           description="Every source compound -> PubChem CID, InChIKey, SMILES, names, with the method of the match "
                       "(DuckDB view `compounds`).")
@@ -42,17 +47,21 @@ def compound_registry(context: dg.AssetExecutionContext, storage: StorageResourc
             skipped[ds] = "no raw files yet"
             continue
         try:
-            rec = source_module(ds).compound_records(folder, ds)
+            rec = SOURCES[ds].compound_records(folder)
         except SourceFormatError as exc:  # a broken source must not block the others
             skipped[ds] = str(exc)
             context.log.warning(f"{ds}: compound records unreadable: {exc}")
             continue
         frames.append(rec.assign(dataset=ds))
     records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["dataset", "source_id", "name", "smiles", "inchikey", "catalog_id"])
-    resolved = compound_resolver.resolve(records, seed=source_catalog.seed)
+        columns=["dataset", "source_id", "name", "smiles", "inchikey", "catalog_id", "pubchem_cid"])
+    reference = registry_reference(compound_resolver.reference_path(),
+                                   demo_seed(source_catalog.seed) if compound_resolver.demo_synonyms else None)
+    resolved = resolve_compounds(records, reference, manual=compound_resolver.manual(),
+                                 pubchem=compound_resolver.pubchem_client())
     resolved = resolved.astype({c: "string" for c in resolved.columns if resolved[c].dtype == object})
     write_parquet(resolved, storage.table_path("compounds"))
+    write_parquet(compound_coverage(resolved), storage.table_path("compound_coverage"))
     catalog.refresh()
     methods = resolved["cid_method"].value_counts().to_dict()
     return dg.MaterializeResult(metadata={
@@ -60,12 +69,30 @@ def compound_registry(context: dg.AssetExecutionContext, storage: StorageResourc
         "distinct_cids": int(resolved["pubchem_cid"].nunique()),
         "unresolved": int((resolved["cid_method"] == "unresolved").sum()),
         "by_method": dg.MetadataValue.json({str(k): int(v) for k, v in methods.items()}),
+        "source_cid_mismatches": int((resolved["source_cid_check"] == "mismatch").sum()),
         "skipped_datasets": dg.MetadataValue.json(skipped),
     })
 
 
-@dg.asset(partitions_def=dataset_partitions, deps=[raw_source, compound_registry], group_name="harmonize",
-          code_version=code_version(*SOURCE_MODULE_NAMES.values(), *HARMONIZE_MODULES),
+HARMONIZED_CHECK_SPECS = [
+    dg.AssetCheckSpec("harmonized_row_counts", asset="harmonized_adata", blocking=True,
+                      description="The .h5ad and the harmonized_obs / harmonized_var / quarantine tables on disk hold "
+                                  "the sample, gene and quarantine counts the source's reader produced (and its own "
+                                  "kept-instance / kept-cell counts; cells pseudobulked + quarantined = cells in the "
+                                  "source matrix where the reader reports it)."),
+    dg.AssetCheckSpec("harmonized_quarantine_share", asset="harmonized_adata",
+                      description="Quarantined share per level below a threshold (samples 25%, cells 50%); "
+                                  "a warning."),
+    dg.AssetCheckSpec("harmonized_cids_resolved", asset="harmonized_adata",
+                      description="At least 80% of treated samples carry a PubChem CID; a warning."),
+    dg.AssetCheckSpec("harmonized_gene_axis", asset="harmonized_adata", blocking=True,
+                      description="At least 80% of the source's genes reached the Ensembl gene axis."),
+]
+
+
+@dg.asset(partitions_def=dataset_partitions, deps=[raw_source, compound_registry, cellosaurus],
+          group_name="harmonize", check_specs=HARMONIZED_CHECK_SPECS,
+          code_version=code_version(*reader_modules(), "cpb_assets.sources.registry", *HARMONIZE_MODULES),
           kinds={"python", "anndata"},
           description="One .h5ad per dataset in the harmonized schema (METHODS §2), at "
                       "$CPB_HOME/harmonized/<dataset>.h5ad; obs as the DuckDB view `harmonized_obs`, dropped "
@@ -75,16 +102,11 @@ def harmonized_adata(context: dg.AssetExecutionContext, storage: StorageResource
     ds = context.partition_key
     t0 = time.perf_counter()
     registry = _registry_for(storage, ds)
-    module = source_module(ds)
-    if getattr(module, "PLATE_UNITS", False):  # single-cell plates: one unit of work each
-        staging = storage.path("work", "pseudobulk", ds, uuid.uuid4().hex[:12])
-        try:
-            result = module.harmonize(storage.source_dir(ds), ds, registry,
-                                      plate_runner=compute_plate_runner(context, compute, ds, staging))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    else:
-        result = module.harmonize(storage.source_dir(ds), ds, registry)
+    spec = SOURCES[ds]
+    contexts, contexts_from = _contexts_table(storage)
+    with use_contexts(contexts):
+        result = _harmonize(context, spec, storage, compute, registry)
+    result.notes["contexts_table"] = contexts_from
     problems = check_harmonized(result.adata)
     bad = {k: v for k, v in problems.items() if v}
     if bad:  # nothing is written for an invalid product
@@ -107,7 +129,29 @@ def harmonized_adata(context: dg.AssetExecutionContext, storage: StorageResource
         "quarantine_reasons": dg.MetadataValue.json(result.quarantine.summary()),
         "notes": dg.MetadataValue.json(result.notes),
         "seconds": round(time.perf_counter() - t0, 2),
-    })
+    }, check_results=harmonized_check_results(storage, ds, adata, q, result.unmapped_genes, result.notes))
+
+
+def _harmonize(context, spec, storage: StorageResource, compute: ComputeResource, registry: pd.DataFrame):
+    """The source's reader on its raw files (single-cell plates as units of work on `compute`)."""
+    ds = spec.dataset
+    if not spec.plate_units:
+        return spec.harmonize(storage.source_dir(ds), registry)
+    staging = storage.path("work", "pseudobulk", ds, uuid.uuid4().hex[:12])
+    try:
+        return spec.harmonize(storage.source_dir(ds), registry,
+                              plate_runner=compute_plate_runner(context, compute, ds, staging))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _contexts_table(storage: StorageResource) -> tuple[pd.DataFrame | None, str]:
+    """The materialized Cellosaurus table, or None (the built-in table is the offline fallback)."""
+    path = storage.table_path("cellosaurus")
+    if not path.exists():
+        return None, "built-in (cellosaurus not materialized)"
+    table = pd.read_parquet(path)
+    return table.astype(object).where(table.notna(), None), "cellosaurus"
 
 
 def compute_plate_runner(context, compute: ComputeResource, ds: str, staging: Path):
@@ -117,14 +161,12 @@ def compute_plate_runner(context, compute: ComputeResource, ds: str, staging: Pa
     def run(plate: Path, axis: dict):
         staging.mkdir(parents=True, exist_ok=True)
         axis_file = staging / f"{plate.name}.axis.npz"
-        np.savez(axis_file, keep=axis["keep"], mito=axis["mito"],
-                 malat1_col=-1 if axis["malat1_col"] is None else axis["malat1_col"],
-                 n_genes=axis["n_genes"], chunk=axis["chunk"])
+        np.savez(axis_file, col_map=axis["col_map"], n_out=axis["n_out"], mito=axis["mito"],
+                 malat1_col=-1 if axis["malat1_col"] is None else axis["malat1_col"], chunk=axis["chunk"])
         compute.run(context, "cpb_assets.harmonize.workloads:pseudobulk_plate",
                     {"dataset": ds, "plate": str(plate), "axis": str(axis_file), "out_dir": str(staging)},
                     request=PSEUDOBULK_REQUEST)
-        keep = np.asarray(axis["keep"])  # a boolean mask or the positions of the kept genes
-        return read_plate_outputs(staging, plate, int(keep.sum()) if keep.dtype == bool else len(keep))
+        return read_plate_outputs(staging, plate, int(axis["n_out"]))
 
     return run
 
@@ -152,25 +194,81 @@ def write_harmonized_tables(storage: StorageResource, ds: str, adata: ad.AnnData
     write_parquet(unmapped.astype("string"), storage.table_path("gene_map_unmapped", dataset=ds))
 
 
-def _check(category: str, description: str):
-    @dg.asset_check(asset=harmonized_adata, name=f"harmonized_{category}", blocking=True,
-                    partitions_def=dataset_partitions, description=description)
-    def _fn(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-        ds = context.partition_key
-        adata = ad.read_h5ad(storage.harmonized_path(ds), backed="r")
-        try:
-            problems = check_harmonized(adata)[category]
-        finally:
-            adata.file.close()
-        return dg.AssetCheckResult(passed=not problems, metadata={
-            "dataset": ds, "problems": dg.MetadataValue.json(problems), "n_samples": int(adata.n_obs)})
-    return _fn
+# --- checks of harmonized_adata: what the asset did not already enforce (check_specs on the asset; the
+# schema itself is validated before anything is written, so re-running it here could never fail)
+QUARANTINE_WARN_SHARE = {"sample": 0.25, "cell": 0.5}  # dropped ÷ (kept + dropped), per level
+CID_RESOLVED_MIN = 0.8  # treated samples with a PubChem CID
+GENE_AXIS_MIN = 0.8  # source genes that reached the Ensembl axis
 
 
-harmonized_checks = [
-    _check("columns", "Required obs/var columns present with their schema dtypes."),
-    _check("ids", "Cell types are CVCL_/CL_ IDs, genes ENSG IDs, CIDs numeric."),
-    _check("doses", "Doses in µM are >= 0 and 0 for controls; psbulk fields >= 0 or -666."),
-    _check("controls", "Every cell_type stratum has DMSO controls."),
-    _check("duplicates", "No duplicate sample or gene IDs."),
-]
+def _asset_check_result(name: str, problems: list[str], metadata: dict,
+                        severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(check_name=name, passed=not problems, severity=severity,
+                               metadata={**metadata, "problems": dg.MetadataValue.json(problems)})
+
+
+def harmonized_check_results(storage: StorageResource, ds: str, adata: ad.AnnData, quarantine: pd.DataFrame,
+                             unmapped: pd.DataFrame, notes: dict) -> list[dg.AssetCheckResult]:
+    """One AssetCheckResult per spec of :data:`HARMONIZED_CHECK_SPECS`, computed on the written files."""
+    import duckdb
+
+    results = []
+    # 1. row counts: the files on disk against what the source's reader produced
+    problems = []
+    backed = ad.read_h5ad(storage.harmonized_path(ds), backed="r")
+    try:
+        disk = {"h5ad_samples": int(backed.n_obs), "h5ad_genes": int(backed.n_vars)}
+        if list(backed.obs_names) != list(adata.obs_names):
+            problems.append("sample IDs of the .h5ad differ from the reader's")
+    finally:
+        backed.file.close()
+    con = duckdb.connect()
+    for key, table in (("obs_rows", "harmonized_obs"), ("var_rows", "harmonized_var"),
+                       ("quarantine_rows", "quarantine")):
+        path = str(storage.table_path(table, dataset=ds)).replace("'", "''")
+        disk[key] = int(con.execute(f"select count(*) from read_parquet('{path}')").fetchone()[0])
+    con.close()
+    want = {"h5ad_samples": adata.n_obs, "h5ad_genes": adata.n_vars, "obs_rows": adata.n_obs,
+            "var_rows": adata.n_vars, "quarantine_rows": len(quarantine)}
+    problems += [f"{k}: {disk[k]} written, {v} from the source" for k, v in want.items() if disk[k] != v]
+    cells = adata.obs["psbulk_cells"].to_numpy()
+    if "cells_kept" in notes and int(cells[cells >= 0].sum()) != int(notes["cells_kept"]):
+        problems.append(f"psbulk_cells sum {int(cells[cells >= 0].sum())} != cells kept by the reader "
+                        f"{notes['cells_kept']}")
+    q_cells = int(quarantine.loc[quarantine["level"] == "cell", "n"].sum()) if len(quarantine) else 0
+    if "cells_in_matrix" in notes and int(cells[cells >= 0].sum()) + q_cells != int(notes["cells_in_matrix"]):
+        problems.append(f"{int(cells[cells >= 0].sum())} cells pseudobulked + {q_cells} quarantined != "
+                        f"{notes['cells_in_matrix']} cells in the source matrix")
+    if "instances_kept" in notes and int(notes["instances_kept"]) != adata.n_obs:
+        problems.append(f"{adata.n_obs} samples, the reader kept {notes['instances_kept']} instances")
+    results.append(_asset_check_result("harmonized_row_counts", problems, {k: int(v) for k, v in disk.items()}))
+    # 2. quarantine share per level (a warning: some sources drop many records by design)
+    problems, shares = [], {}
+    for level, limit in QUARANTINE_WARN_SHARE.items():
+        dropped = int(quarantine.loc[quarantine["level"] == level, "n"].sum()) if len(quarantine) else 0
+        kept = adata.n_obs if level == "sample" else int(cells[cells >= 0].sum())
+        if dropped + kept:
+            shares[level] = round(dropped / (dropped + kept), 4)
+            if shares[level] > limit:
+                problems.append(f"{shares[level]:.1%} of {level}s quarantined (> {limit:.0%})")
+    results.append(_asset_check_result("harmonized_quarantine_share", problems,
+                                       {"shares": dg.MetadataValue.json(shares)}, dg.AssetCheckSeverity.WARN))
+    # 3. PubChem CIDs resolved for treated samples (unresolved compounds stay, flagged)
+    treated = ~adata.obs["is_control"].to_numpy(dtype=bool)
+    cid = adata.obs["pubchem_cid"].astype(object).to_numpy()[treated]
+    share = float(np.mean([isinstance(c, str) and c != "" for c in cid])) if treated.any() else 1.0
+    results.append(_asset_check_result(
+        "harmonized_cids_resolved", [f"{share:.1%} of treated samples have a CID (< {CID_RESOLVED_MIN:.0%})"]
+        if share < CID_RESOLVED_MIN else [], {"share": share}, dg.AssetCheckSeverity.WARN))
+    # 4. gene axis coverage: genes of the source that reached the Ensembl axis
+    lost = int(quarantine.loc[quarantine["level"] == "gene", "n"].sum()) if len(quarantine) else 0
+    lost = max(lost, len(unmapped))
+    coverage = adata.n_vars / (adata.n_vars + lost) if adata.n_vars + lost else 0.0
+    results.append(_asset_check_result(
+        "harmonized_gene_axis", [f"{coverage:.1%} of source genes mapped (< {GENE_AXIS_MIN:.0%})"]
+        if coverage < GENE_AXIS_MIN else [], {"coverage": coverage, "genes": int(adata.n_vars), "lost": lost}))
+    return results
+
+
+# the specs travel on the asset (check_specs): no separate check functions
+harmonized_checks: list = []

@@ -23,6 +23,13 @@ Resolution (:func:`resolve_compounds`), first hit wins, recorded in
     usable SMILES, the InChIKey the source gave) equals a reference InChIKey;
 ``smiles``
     the canonical isomeric parent SMILES equals a reference parent SMILES;
+``source_cid``
+    the CID the source itself ships (column ``pubchem_cid`` of the records,
+    e.g. L1000 ``pert_info.pubchem_cid``), taken when the structure did not
+    resolve. Where a record has both a structure and a source CID they are
+    cross-checked (``source_cid_check``: ``agrees``, ``mismatch`` or
+    ``unchecked`` when the reference knows neither); on a mismatch the
+    structure wins and the source CID is not used;
 ``catalog_id``
     the record's ``catalog_id`` (then its ``source_id``) equals a reference
     catalog ID after normalization (BRD IDs reduced to ``BRD-K12345678``);
@@ -54,8 +61,8 @@ from rdkit import Chem, rdBase
 from rdkit.Chem.MolStandardize import rdMolStandardize
 
 RECORD_COLUMNS = ["dataset", "source_id", "name", "smiles", "inchikey", "catalog_id"]
-OUTPUT_COLUMNS = ["pubchem_cid", "parent_smiles", "parent_inchikey", "cid_method"]
-METHODS = ["inchikey", "smiles", "catalog_id", "name", "pubchem_inchikey", "pubchem_name", "manual",
+OUTPUT_COLUMNS = ["pubchem_cid", "parent_smiles", "parent_inchikey", "cid_method", "source_cid", "source_cid_check"]
+METHODS = ["inchikey", "smiles", "source_cid", "catalog_id", "name", "pubchem_inchikey", "pubchem_name", "manual",
            "unresolved"]
 INCHIKEY_PATTERN = re.compile(r"^[A-Z]{14}-[A-Z]{10}-[A-Z]$")
 _BRD = re.compile(r"^BRD[-_ ]?([A-Z])[-_ ]?(\d{8})(?:\D.*)?$")  # BRD-K12345678-001-01-1 -> BRD-K12345678
@@ -374,7 +381,8 @@ def resolve_compounds(records: pd.DataFrame, reference: CompoundReference,
         One row per compound record, with any of the columns ``dataset``,
         ``source_id``, ``name``, ``smiles``, ``inchikey``, ``catalog_id``
         (missing columns and missing values are allowed). ``catalog_id`` may
-        hold several IDs joined by ``|`` or ``;``.
+        hold several IDs joined by ``|`` or ``;``. An optional ``pubchem_cid``
+        column holds CIDs the source ships (the ``source_cid`` method).
     reference
         The known compounds (:class:`CompoundReference`).
     manual
@@ -394,10 +402,15 @@ def resolve_compounds(records: pd.DataFrame, reference: CompoundReference,
         The records (same index, order and columns) plus ``pubchem_cid`` (str
         or None), ``parent_smiles``, ``parent_inchikey`` (from the record's
         SMILES; for a record without usable SMILES, the resolved reference
-        compound's) and ``cid_method`` (see the module docstring). Every
-        record is kept; unresolved ones have ``cid_method == 'unresolved'``.
+        compound's), ``cid_method`` (see the module docstring),
+        ``source_cid`` (the CID the source shipped, normalized; None when it
+        shipped none) and ``source_cid_check``. Every record is kept;
+        unresolved ones have ``cid_method == 'unresolved'``.
     """
     out = records.copy()
+    shipped = (out["pubchem_cid"] if "pubchem_cid" in out.columns else pd.Series(None, index=out.index))
+    source_cid = np.array([_source_cid(v) for v in shipped.astype(object)], dtype=object)
+    out = out.drop(columns=[c for c in ("pubchem_cid",) if c in out.columns])
     for col in RECORD_COLUMNS:
         if col not in out.columns:
             out[col] = None
@@ -423,6 +436,10 @@ def resolve_compounds(records: pd.DataFrame, reference: CompoundReference,
     attempt("inchikey", parent_key, "inchikey")
     attempt("inchikey", given_key, "inchikey")  # the source's own key: salt forms, no SMILES
     attempt("smiles", parent_smiles, "smiles")
+    check = _cross_check(source_cid, cid, parent_key, given_key, reference)
+    for i in range(n):
+        if cid[i] is None and source_cid[i] is not None and check[i] != "mismatch":
+            cid[i], method[i] = source_cid[i], "source_cid"
     for col in ("catalog_id", "source_id"):
         ids = [_split_ids(v) for v in out[col].astype(object)]
         for i, options in enumerate(ids):
@@ -452,7 +469,56 @@ def resolve_compounds(records: pd.DataFrame, reference: CompoundReference,
     out["parent_smiles"] = pd.Series(parent_smiles, index=out.index, dtype=object)
     out["parent_inchikey"] = pd.Series(parent_key, index=out.index, dtype=object)
     out["cid_method"] = pd.Series(method, index=out.index, dtype=object)
+    out["source_cid"] = pd.Series(source_cid, index=out.index, dtype=object)
+    out["source_cid_check"] = pd.Series(check, index=out.index, dtype=object)
     return out
+
+
+def _source_cid(value: Any) -> str | None:
+    """A shipped CID as digits ('2244', 2244.0 → '2244'); '-666', 0 and junk → None."""
+    c = _cid_str(value)
+    return c if c is not None and c.isdigit() and int(c) > 0 else None
+
+
+def _cross_check(source_cid: np.ndarray, cid: np.ndarray, parent_key: np.ndarray, given_key: np.ndarray,
+                 reference: CompoundReference) -> np.ndarray:
+    """Per record: does the shipped CID name the record's structure?
+
+    ``agrees``: the structure resolved to that CID, or the reference's parent
+    InChIKey of that CID equals the record's; ``mismatch``: either differs;
+    ``unchecked``: no structure, or neither is known to the reference;
+    None: the source shipped no CID.
+    """
+    out = np.full(len(source_cid), None, dtype=object)
+    for i, sc in enumerate(source_cid):
+        if sc is None:
+            continue
+        key = parent_key[i] or given_key[i]
+        if cid[i] is not None:
+            if cid[i] == sc:
+                out[i] = "agrees"
+            else:  # a salt-form CID with the same parent still agrees
+                _, ref_key = reference.parent_of(sc)
+                out[i] = "agrees" if ref_key is not None and ref_key == key else "mismatch"
+        elif key is not None and sc in reference:
+            _, ref_key = reference.parent_of(sc)
+            out[i] = "agrees" if ref_key == key else "mismatch"
+        else:
+            out[i] = "unchecked"
+    return out
+
+
+def registry_reference(path: str | Path, demo_seed: int | None = None) -> CompoundReference:
+    """The offline reference of the compound registry: a PubChem table, plus (for the demo profile,
+    `demo_seed` set) the demo world's invented SYNTHETIC names and catalog IDs as synonyms of its real
+    compounds, as PubChem's synonym table would hold them."""
+    ref = CompoundReference.from_pubchem_sample(path)
+    if demo_seed is not None:
+        from cpb_assets.demo.world import build_world
+        for r in build_world(demo_seed).compounds.itertuples():
+            ref.add_names(r.pubchem_cid, [r.name])
+            ref.add_catalog_ids(r.pubchem_cid, [r.brd_id, r.catalog_id])
+    return ref
 
 
 def _pubchem_step(client: Any, cid: np.ndarray, method: np.ndarray, keys: list, names: np.ndarray) -> None:
@@ -480,3 +546,28 @@ def method_counts(resolved: pd.DataFrame) -> pd.DataFrame:
     """Summary of a resolution: counts per ``cid_method`` (all methods listed, zeros included)."""
     counts = resolved["cid_method"].value_counts()
     return pd.DataFrame({"cid_method": METHODS, "n": [int(counts.get(m, 0)) for m in METHODS]})
+
+
+def compound_coverage(resolved: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, how its compounds were resolved (the ``compound_coverage`` catalog view).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (dataset, method of :data:`METHODS`, zeros included):
+        ``dataset, cid_method, n_compounds, fraction`` (of the dataset's
+        records) and ``source_cid_mismatches`` (records of that method whose
+        shipped CID contradicts their structure).
+    """
+    cols = ["dataset", "cid_method", "n_compounds", "fraction", "source_cid_mismatches"]
+    if resolved.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    mismatch = (resolved["source_cid_check"] == "mismatch") if "source_cid_check" in resolved else \
+        pd.Series(False, index=resolved.index)
+    for ds, grp in resolved.groupby("dataset", sort=True):
+        counts = grp["cid_method"].value_counts()
+        mm = mismatch[grp.index].groupby(grp["cid_method"]).sum()
+        for m in METHODS:
+            rows.append((str(ds), m, int(counts.get(m, 0)), float(counts.get(m, 0)) / len(grp), int(mm.get(m, 0))))
+    return pd.DataFrame(rows, columns=cols)

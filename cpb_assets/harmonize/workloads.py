@@ -29,9 +29,9 @@ def pseudobulk_plate(params: dict) -> dict:
     plate
         Absolute path of the plate's cell-level h5ad.
     axis
-        Absolute path of an ``.npz`` with the gene axis: ``keep`` (bool per
-        var row), ``mito`` (bool per kept gene), ``malat1_col`` (-1: none),
-        ``n_genes``, ``chunk``.
+        Absolute path of an ``.npz`` with the gene axis: ``col_map`` (output
+        gene column per var entry, -1 dropped), ``n_out`` (output genes),
+        ``mito`` (bool per output gene), ``malat1_col`` (-1: none), ``chunk``.
     out_dir
         Folder for ``<plate>.groups.parquet`` (pseudobulk keys and sizes),
         ``<plate>.counts.parquet`` (the summed counts as sparse triplets
@@ -43,8 +43,8 @@ def pseudobulk_plate(params: dict) -> dict:
     axis = np.load(params["axis"])
     malat1 = int(axis["malat1_col"])
     q = Quarantine(params["dataset"])
-    groups, counts = run_plate(plate, keep=axis["keep"], mito=axis["mito"], malat1_col=None if malat1 < 0 else malat1,
-                               n_genes=int(axis["n_genes"]), q=q, chunk=int(axis["chunk"]))
+    groups, counts = run_plate(plate, col_map=axis["col_map"], n_out=int(axis["n_out"]), mito=axis["mito"],
+                               malat1_col=None if malat1 < 0 else malat1, q=q, chunk=int(axis["chunk"]))
     coo = sp.coo_matrix(counts)
     triplets = pd.DataFrame({"row": coo.row.astype(np.int64), "col": coo.col.astype(np.int64),
                              "count": coo.data.astype(np.int64)}).sort_values(["row", "col"], ignore_index=True)

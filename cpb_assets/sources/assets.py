@@ -3,12 +3,13 @@
 import dagster as dg
 
 from cpb_assets.datasets import DATASET_INFO, DATASETS, dataset_partitions
-from cpb_assets.sources.base import SOURCE_MODULE_NAMES
+from cpb_assets.sources.landing import demo_seed, materialize_source, origin_version
+from cpb_assets.sources.registry import SOURCES, writer_modules
 from cpb_assets.versioning import code_version
 from cpb_resources.sources import SourceCatalogResource, combined_version, folder_fingerprint
 from cpb_resources.storage import StorageResource, atomic_path
 
-SOURCE_CODE_VERSION = code_version(*SOURCE_MODULE_NAMES.values(), "cpb_assets.sources.demo_world",
+SOURCE_CODE_VERSION = code_version(*writer_modules(), "cpb_assets.demo.world", "cpb_assets.sources.landing",
                                    "cpb_resources.sources")
 
 
@@ -16,7 +17,9 @@ SOURCE_CODE_VERSION = code_version(*SOURCE_MODULE_NAMES.values(), "cpb_assets.so
                             description="The origin of each dataset's files, observed by checksum: the demo "
                                         "world's generator (code + seed) or the landing folder of real downloads.")
 def source_files(storage: StorageResource, source_catalog: SourceCatalogResource) -> dg.DataVersionsByPartition:
-    return dg.DataVersionsByPartition({ds: source_catalog.origin_version(storage.root, ds) for ds in DATASETS})
+    return dg.DataVersionsByPartition({
+        ds: origin_version(SOURCES[ds], source_catalog.profile, source_catalog.seed,
+                           source_catalog.landing_dir(storage.root, ds)) for ds in DATASETS})
 
 
 @dg.asset(partitions_def=dataset_partitions, deps=[source_files], group_name="sources",
@@ -28,10 +31,11 @@ def raw_source(context: dg.AssetExecutionContext, storage: StorageResource,
     ds = context.partition_key
     dest = storage.source_dir(ds)
     with atomic_path(dest, is_dir=True) as tmp:
-        source_catalog.materialize_into(storage.root, ds, tmp)
+        materialize_source(SOURCES[ds], tmp, profile=source_catalog.profile, seed=source_catalog.seed,
+                           landing=source_catalog.landing_dir(storage.root, ds), download=source_catalog.download)
         fingerprint = folder_fingerprint(tmp)
     if source_catalog.profile == "demo":
-        _ensure_truth(storage, source_catalog.seed)
+        _ensure_truth(storage, demo_seed(source_catalog.seed))
     context.log.info(f"{ds}: {len(fingerprint)} files in {dest}")
     return dg.MaterializeResult(
         metadata={
@@ -48,7 +52,7 @@ def raw_source(context: dg.AssetExecutionContext, storage: StorageResource,
 
 def _ensure_truth(storage: StorageResource, seed: int) -> None:
     """The demo world's planted truth, written once beside the sources."""
-    from cpb_assets.sources.demo_world import build_world, write_truth
+    from cpb_assets.demo.world import build_world, write_truth
 
     truth = storage.path("sources", "_truth")
     if not (truth / "README.json").exists():

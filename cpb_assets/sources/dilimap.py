@@ -6,12 +6,17 @@ public S3 registry ``s3://dilimap/public/data/``): an h5ad of raw counts with
 ``obs`` columns ``COMPOUND, CONCENTRATION_UM, TIMEPOINT_HOURS, DOSE_LEVEL
 ('Control' for DMSO), CMPD_DOSE, PLATE_NAME, WELL_ID, LIBRARY_ID, BATCH_ID,
 SPECIES, LDH_QC`` ('' when the LDH viability check passed), ``SPLIT``
-(train / val / test). Wells whose compound was replaced by vehicle after the
+(words such as ``Training``, ``Validation``, ``Test``; compared
+case-insensitively, ``train``/``val`` accepted too). Wells whose compound was replaced by vehicle after the
 viability screen are written ``COMPOUND == 'DMSO_replaced'``. The synthetic
 stand-in adds ``DONOR`` and ``REPLICATE``.
 
-Two partitions read the same file and never mix: ``dilimap_train`` keeps
-``SPLIT == 'train'``, ``dilimap_train_val`` keeps train + val. Test-split
+The release ships two counts files: the training counts (proprietary, on
+request) and the public validation counts (``validation_data_counts.h5ad``).
+The reader takes every ``*_counts.h5ad`` of the folder (one or both), reads
+them one after another and joins them on their shared genes. Two partitions
+read the same folder and never mix: ``dilimap_train`` keeps the training split,
+``dilimap_train_val`` training + validation. Test-split
 samples are removed *first*, before any QC statistic or dose cluster is
 computed, so nothing from the test split influences either output.
 
@@ -55,9 +60,10 @@ from cpb_assets.sources.base import COMPOUND_RECORD_COLUMNS, Harmonized, RemoteF
 
 DATASETS = ("dilimap_train", "dilimap_train_val")
 SPLITS = {"dilimap_train": ("train",), "dilimap_train_val": ("train", "val")}
+# the SPLIT words of the release (lower-cased) -> split key
+SPLIT_WORDS = {"training": "train", "train": "train", "validation": "val", "val": "val", "test": "test",
+               "testing": "test"}
 CELL_TYPE = "CL_0000182"  # hepatocyte
-COUNTS_FILE = "SYNTHETIC_dilimap_counts.h5ad"  # the synthetic writer's names
-COMPOUND_FILE = "SYNTHETIC_compound_DILI_labels.csv"
 # Files are found by pattern: the real downloads (validation_data_counts.h5ad,
 # compound_DILI_labels.csv) and the SYNTHETIC stand-ins both match.
 COUNTS_GLOB = "*_counts.h5ad"
@@ -121,6 +127,48 @@ def read_counts(path: str | Path) -> ad.AnnData:
     if (~np.isfinite(data)).any() or (data < 0).any() or (data != np.round(data)).any():
         raise SourceFormatError(path, "X", "counts must be finite non-negative integers")
     return adata
+
+
+def split_keys(values: pd.Series, path: Path) -> np.ndarray:
+    """``SPLIT`` words → ``train``/``val``/``test`` (case-insensitive); an unknown word is a format error."""
+    low = values.astype(str).str.strip().str.lower()
+    bad = sorted(set(low[~low.isin(SPLIT_WORDS)]))
+    if bad:
+        raise SourceFormatError(path, "obs/SPLIT", f"unknown split values {bad[:5]} (expected Training, Validation, "
+                                                   "Test)")
+    return low.map(SPLIT_WORDS).to_numpy(dtype=object)
+
+
+def counts_files(folder: Path) -> list[Path]:
+    """Every counts h5ad of the folder (training and/or validation), in name order."""
+    files = sorted(p for p in folder.glob(COUNTS_GLOB) if not p.name.startswith("."))
+    if not files:
+        raise SourceFormatError(folder / COUNTS_GLOB, "<file>", "no file matches this pattern")
+    return files
+
+
+def read_all_counts(folder: Path) -> tuple[ad.AnnData, list[Path]]:
+    """Read the folder's counts files and join them on their shared genes (obs key ``source_file``)."""
+    files = counts_files(folder)
+    parts = []
+    for f in files:
+        a = read_counts(f)
+        a.obs["SPLIT"] = split_keys(a.obs["SPLIT"], f)
+        a.obs["source_file"] = f.name
+        parts.append(a)
+    if len(parts) == 1:
+        return parts[0], files
+    obs_ids = pd.Index(np.concatenate([p.obs_names.astype(str) for p in parts]))
+    if obs_ids.has_duplicates:
+        raise SourceFormatError(files[-1], "obs/_index", f"sample IDs in more than one counts file: "
+                                                          f"{obs_ids[obs_ids.duplicated()].unique()[:3].tolist()}")
+    joined = ad.concat(parts, join="inner", merge="first")
+    if joined.n_vars == 0:
+        raise SourceFormatError(files[-1], "var/_index", "the counts files share no gene")
+    for k in ("synthetic", "note"):
+        if any(k in p.uns for p in parts):
+            joined.uns[k] = next(p.uns[k] for p in parts if k in p.uns)
+    return joined, files
 
 
 # --------------------------------------------------------------------------------------
@@ -236,7 +284,7 @@ def cluster_doses(doses: np.ndarray, splits: np.ndarray, tol: float = DOSE_LOG10
 def compound_records(folder: str | Path, dataset: str) -> pd.DataFrame:
     """Compounds of the allowed splits (test-only compounds never appear)."""
     folder = Path(folder)
-    adata = read_counts(find_source_file(folder, COUNTS_GLOB))
+    adata, _ = read_all_counts(folder)
     obs = adata.obs
     allowed = obs["SPLIT"].astype(str).isin(SPLITS[dataset])
     names = pd.unique(obs.loc[allowed, "COMPOUND"].astype(str))
@@ -289,10 +337,10 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
     if dataset not in DATASETS:
         raise KeyError(f"dilimap serves {DATASETS}, not {dataset!r}")
     folder = Path(folder)
-    path = find_source_file(folder, COUNTS_GLOB)
+    adata, files = read_all_counts(folder)
+    path = files[0] if len(files) == 1 else folder / COUNTS_GLOB
     fname = path.name
     q = Quarantine(dataset)
-    adata = read_counts(path)
     obs = adata.obs.copy()
     obs.index = obs.index.astype(str)
 
@@ -348,8 +396,8 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
     dose = cluster_doses(dose, obs["SPLIT"].astype(str).to_numpy())
     n_moved = int(np.sum(~np.isclose(dose, np.where(is_ctrl, 0.0, raw_dose), rtol=0, atol=0)))
     time_h = pd.to_numeric(obs["TIMEPOINT_HOURS"], errors="coerce").to_numpy(dtype=float)
-    if np.any(~np.isfinite(time_h)):
-        raise SourceFormatError(path, "obs/TIMEPOINT_HOURS", "missing or non-numeric time")
+    if np.any(~np.isfinite(time_h) | (time_h < 0)):
+        raise SourceFormatError(path, "obs/TIMEPOINT_HOURS", "missing, non-numeric, infinite or negative time")
 
     genes, gkeep = _gene_table(adata, q, fname)
     X = X[:, gkeep]
@@ -362,140 +410,10 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmo
         "split": obs["SPLIT"].astype(str).to_numpy(),
         "psbulk_cells": -666, "psbulk_counts": X.sum(axis=1).astype(np.int64),
     })
-    synthetic = is_synthetic(path, find_source_file(folder, COMPOUND_GLOB), adata.uns.get("synthetic"),
+    synthetic = is_synthetic(*files, find_source_file(folder, COMPOUND_GLOB), adata.uns.get("synthetic"),
                              str(adata.uns.get("note", "")))
     out = assemble_harmonized(samples, X, genes, dataset=dataset, synthetic=synthetic,
                               registry=registry, file=str(path), suspension_type="cell")
     notes = {"splits": list(SPLITS[dataset]), "log10_total_threshold": thr, "n_doses_reassigned": n_moved,
              "quarantine": q.summary(), "n_samples": int(out.n_obs)}
     return Harmonized(adata=out, quarantine=q, notes=notes)
-
-
-# --------------------------------------------------------------------------------------
-# SYNTHETIC stand-in
-# --------------------------------------------------------------------------------------
-
-COMPOUNDS_PER_PLATE = 10
-CONTROLS_PER_PLATE = 6
-DOSE_LEVELS = ("Low", "Middle", "High")
-# the number written for a design dose on a plate of each split (float noise of the real files)
-DOSE_WRITTEN = {"train": 1.0, "val": 1.00004, "test": 0.99996}
-JITTER_PLATE = 1  # this training plate writes doses × 0.99999 (another near-identical value)
-
-
-def _plates(world) -> list[tuple[str, str, list[int]]]:
-    """(plate name, split, compounds) — compounds grouped by split, as the real data were screened."""
-    from cpb_assets.sources.demo_world import DESIGNS
-
-    comps = list(DESIGNS["dilimap_train"].compounds)
-    split = world.compounds["dilimap_split"].to_numpy()
-    plates = []
-    for s in ("train", "val", "test"):
-        mine = [c for c in comps if split[c] == s]
-        for k in range(0, len(mine), COMPOUNDS_PER_PLATE):
-            plates.append((f"SYN-DMAP-{s.upper()}-P{len(plates) + 1:02d}", s, mine[k:k + COMPOUNDS_PER_PLATE]))
-    return plates
-
-
-def write_synthetic(world, dataset: str, folder: str | Path) -> list[Path]:
-    """Write the SYNTHETIC DILImap counts h5ad and compound table into `folder`.
-
-    Layout: plates of 10 compounds of one split × 3 doses × 2 replicates + 6
-    DMSO wells. Planted, as extra wells beyond the design: per plate one
-    LDH-flagged well, and on selected plates a DMSO_replaced well, a low-RNA
-    well, a high-mito well and a scrambled (uncorrelated) DMSO well. Doses are
-    written with split-specific float noise (10, 10.0004, 9.9996 µM) and one
-    training plate writes × 0.99999.
-    """
-    from cpb_assets.sources.demo_world import DESIGNS, SYNTHETIC_NOTE
-    from cpb_resources.storage import atomic_path
-
-    if dataset not in DATASETS:
-        raise KeyError(dataset)
-    d = DESIGNS[dataset]
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    g = world.genes
-    gidx = np.arange(len(g))
-    mito_cols = (g["kind"] == "mito").to_numpy()
-    rows = []
-    for pi, (plate, split, comps) in enumerate(_plates(world)):
-        wells = []
-        for c in comps:
-            for lvl, dose in zip(DOSE_LEVELS, d.doses_uM):
-                for r in range(d.replicates):
-                    wells.append(dict(kind="treated", compound=c, dose_uM=dose, level=lvl, rep=r + 1))
-        wells += [dict(kind="dmso", compound=None, dose_uM=0.0, level="Control", rep=r + 1)
-                  for r in range(CONTROLS_PER_PLATE)]
-        # planted QC failures, extra to the design
-        wells.append(dict(kind="ldh", compound=comps[0], dose_uM=d.doses_uM[-1], level=DOSE_LEVELS[-1],
-                          rep=d.replicates + 1))
-        if pi % 2 == 0:
-            wells.append(dict(kind="replaced", compound=None, dose_uM=0.0, level="Control", rep=1))
-        if pi in (0, 4):
-            wells.append(dict(kind="low_rna", compound=None, dose_uM=0.0, level="Control", rep=CONTROLS_PER_PLATE + 1))
-        if pi in (1, 4):
-            wells.append(dict(kind="high_mito", compound=None, dose_uM=0.0, level="Control",
-                              rep=CONTROLS_PER_PLATE + 2))
-        if pi in (2, 4):
-            wells.append(dict(kind="scrambled", compound=None, dose_uM=0.0, level="Control",
-                              rep=CONTROLS_PER_PLATE + 3))
-        order = world.rng("dilimap", "layout", plate).permutation(len(wells))
-        for pos, w in enumerate(order):
-            rows.append({**wells[w], "plate": plate, "split": split, "pos": pos, "pi": pi})
-    rows = pd.DataFrame(rows)
-    rows["cell_type"] = CELL_TYPE
-    rows["time_h"] = d.times_h[0]
-    rng = world.rng("dilimap", "counts")
-    X = world.count_matrix(rows, gidx, dataset="dilimap", library_size=3e6, libsize_cv=0.2, plate_sd=0.1,
-                           dispersion=0.05, rng=rng)
-    kind = rows["kind"].to_numpy()
-    X[kind == "low_rna"] = rng.binomial(X[kind == "low_rna"], 0.01)
-    hm = np.where(kind == "high_mito")[0]
-    X[np.ix_(hm, np.where(mito_cols)[0])] *= 8
-    for i in np.where(kind == "scrambled")[0]:
-        X[i] = X[i, rng.permutation(X.shape[1])]  # a mis-assigned library: genes shuffled
-
-    names = world.compounds["name"].to_numpy()
-    comp_name = [("DMSO_replaced" if k == "replaced" else "DMSO") if pd.isna(c) else names[int(c)]
-                 for c, k in zip(rows["compound"], kind)]
-    written = []
-    for r in rows.itertuples(index=False):
-        if r.dose_uM <= 0:
-            written.append(0.0)
-        else:
-            f = DOSE_WRITTEN[r.split] * (0.99999 if r.pi == JITTER_PLATE else 1.0)
-            written.append(round(r.dose_uM * f, 6))
-    well = [f"{chr(ord('A') + p // 24)}{p % 24 + 1:02d}" for p in rows["pos"]]
-    obs = pd.DataFrame({
-        "COMPOUND": comp_name,
-        "CONCENTRATION_UM": np.array(written, dtype=float),
-        "TIMEPOINT_HOURS": rows["time_h"].astype(float).to_numpy(),
-        "DOSE_LEVEL": rows["level"].to_numpy(),
-        "PLATE_NAME": rows["plate"].to_numpy(), "WELL_ID": well,
-        "LIBRARY_ID": [f"SYN-LIB-{i:05d}" for i in range(len(rows))],
-        "BATCH_ID": [f"SYN-BATCH-{s.upper()}" for s in rows["split"]],
-        "SPECIES": "Human", "DONOR": "SYN-DONOR-01", "REPLICATE": rows["rep"].astype(int).to_numpy(),
-        "LDH_QC": np.where(kind == "ldh", "LDH > threshold", ""),
-        "SPLIT": rows["split"].to_numpy(),
-    })
-    obs["CMPD_DOSE"] = obs["COMPOUND"] + "_" + obs["DOSE_LEVEL"]
-    obs.index = [f"{p}_{w}" for p, w in zip(obs["PLATE_NAME"], obs["WELL_ID"])]
-    sym = g["symbol"].astype(str).to_numpy()
-    gene_id = g.index.to_numpy().astype(object)
-    for j in (3, 50, 700):  # a few versioned Ensembl IDs, as GENCODE-based counts carry
-        gene_id[j] = f"{gene_id[j]}.{j % 9 + 2}"
-    var = pd.DataFrame({"gene_id": gene_id}, index=pd.Index(sym))
-    adata = ad.AnnData(X=sp.csr_matrix(X.astype(np.float32)), obs=obs, var=var)
-    adata.uns["synthetic"] = True
-    adata.uns["note"] = SYNTHETIC_NOTE
-    out = folder / COUNTS_FILE
-    with atomic_path(out) as tmp:
-        adata.write_h5ad(tmp)
-    comp = sorted(set(c for c in rows["compound"].dropna().astype(int)))
-    table = pd.DataFrame({"compound_name": names[comp], "smiles": world.compounds["smiles"].to_numpy()[comp],
-                          "DILI_label": "SYNTHETIC", "split": world.compounds["dilimap_split"].to_numpy()[comp]})
-    cpath = folder / COMPOUND_FILE
-    with atomic_path(cpath) as tmp:
-        table.to_csv(tmp, index=False)
-    return [out, cpath]

@@ -10,9 +10,8 @@ from pathlib import Path
 import requests
 
 from cpb_assets.sources.base import RemoteFile
+from cpb_resources.sources import CHECKSUMS, sha256_file
 from cpb_resources.storage import atomic_path
-
-CHECKSUMS = "checksums.json"  # per landing folder: trust-on-first-use record of sha256
 
 
 class ChecksumError(RuntimeError):
@@ -20,23 +19,41 @@ class ChecksumError(RuntimeError):
 
 
 def download(remote: RemoteFile, folder: Path, *, retries: int = 3, timeout: float = 60.0,
-             progress=None) -> Path:
+             progress=None, require_pin: bool = False) -> Path:
     """Download one file into `folder` unless a verified copy is there.
 
     The file is streamed to a temporary name and renamed only after its
-    sha256 matches ``remote.sha256`` (or, when that is None, the checksum
-    recorded in ``checksums.json`` on first download). ``.gz`` files are kept
-    as downloaded; readers decompress what they need.
-    """
-    from cpb_resources.sources import sha256_file
+    sha256 matches ``remote.sha256`` (pinned). Where the source publishes no
+    sha256 (``remote.sha256`` None) the policy is explicit trust on first
+    use: the checksum of the first copy (downloaded, or already in the
+    folder) is recorded in ``checksums.json`` and every later copy is
+    verified against it; ``require_pin=True`` refuses unpinned files instead.
+    ``.gz`` files are kept as downloaded; readers decompress what they need.
 
+    Raises
+    ------
+    ChecksumError
+        ``require_pin`` and the file has no pinned sha256, or a present copy
+        contradicts the recorded checksum.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / remote.filename
     record_path = folder / CHECKSUMS
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    if remote.sha256 is None and require_pin:
+        raise ChecksumError(f"{remote.url}: no sha256 is pinned for {remote.filename} and require_pin is set; "
+                            "refusing to trust it on first use")
     expected = remote.sha256 or record.get(remote.filename)
-    if target.exists() and (expected is None or sha256_file(target) == expected):
-        return target
+    if target.exists():
+        got = sha256_file(target)
+        if expected is None:  # trust on first use: a copy the user put here becomes the reference
+            _record(record_path, record, remote.filename, got)
+            return target
+        if got == expected:
+            return target
+        if remote.sha256 is None:  # a recorded (TOFU) checksum is contradicted: never overwrite silently
+            raise ChecksumError(f"{target}: sha256 {got} differs from the one recorded on first use "
+                                f"({expected}) in {record_path}; remove one of them to accept the new copy")
     last: Exception | None = None
     for attempt in range(retries):
         try:
@@ -59,10 +76,16 @@ def download(remote: RemoteFile, folder: Path, *, retries: int = 3, timeout: flo
             time.sleep(2 ** attempt)
     else:
         raise RuntimeError(f"download failed after {retries} tries: {remote.url}: {last}") from last
-    record[remote.filename] = sha256_file(target)
+    _record(record_path, record, remote.filename, sha256_file(target))
+    return target
+
+
+def _record(record_path: Path, record: dict, filename: str, digest: str) -> None:
+    if record.get(filename) == digest:
+        return
+    record[filename] = digest
     with atomic_path(record_path) as tmp:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    return target
 
 
 def download_all(files: list[RemoteFile], folder: Path, progress=None) -> list[Path]:

@@ -55,7 +55,47 @@ def _meta_frame(columns: dict[str, np.ndarray], file: Path, where: str) -> pd.Da
     return frame
 
 
-def read_gctx(path: str | Path, row_ids=None, col_ids=None, block: int = 10_000) -> GCT:
+def _open_hdf5(path: str | Path) -> h5py.File:
+    path = Path(path)
+    if not path.is_file():
+        raise SourceFormatError(path, "<file>", "file not found")
+    if path.stat().st_size == 0:
+        raise SourceFormatError(path, "<hdf5>", "file is empty (0 bytes); download it again")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise SourceFormatError(path, "<hdf5>", f"not a readable HDF5 file, truncated? ({exc})") from exc
+
+
+def gctx_ids(path: str | Path) -> tuple[pd.Index, pd.Index]:
+    """Row and column IDs of a GCTX without reading the matrix (cheap even for 1.3 M columns).
+
+    Raises
+    ------
+    SourceFormatError
+        Unreadable, empty or truncated file, missing or duplicate IDs.
+    """
+    path = Path(path)
+    with _open_hdf5(path) as fh:
+        out = []
+        for where in (ROW_META, COL_META):
+            if f"{where}/id" not in fh:
+                raise SourceFormatError(path, f"{where}/id", "missing in the GCTX layout")
+            try:
+                ids = np.asarray(fh[f"{where}/id"][()])
+            except OSError as exc:
+                raise SourceFormatError(path, f"{where}/id", f"cannot read, file truncated? ({exc})") from exc
+            if ids.dtype.kind == "S":
+                ids = np.char.decode(ids, "utf-8")
+            idx = pd.Index(ids.astype(str), name="id")
+            if idx.has_duplicates:
+                dup = idx[idx.duplicated()].unique()[:5].tolist()
+                raise SourceFormatError(path, f"{where}/id", f"duplicate IDs {dup}")
+            out.append(idx)
+    return out[0], out[1]
+
+
+def read_gctx(path: str | Path, row_ids=None, col_ids=None, block: int = 4_096) -> GCT:
     """Read a GCTX (HDF5) file, optionally only some rows (genes) and columns (samples).
 
     The real Level 3 matrices are far larger than memory (Phase I: 1.3 M
@@ -75,12 +115,8 @@ def read_gctx(path: str | Path, row_ids=None, col_ids=None, block: int = 10_000)
         file, missing matrix or metadata, shape mismatch, duplicate IDs, text
         that is not UTF-8.
     """
-    path = Path(path)
-    try:
-        fh = h5py.File(path, "r")
-    except OSError as exc:
-        raise SourceFormatError(path, "<hdf5>", f"not a readable HDF5 file ({exc})") from exc
-    with fh:
+    with _open_hdf5(path) as fh:
+        path = Path(path)
         for need in (MATRIX, ROW_META, COL_META):
             if need not in fh:
                 raise SourceFormatError(path, need, "missing in the GCTX layout")
@@ -101,11 +137,17 @@ def read_gctx(path: str | Path, row_ids=None, col_ids=None, block: int = 10_000)
         c_idx = np.arange(len(col_meta)) if col_ids is None else np.flatnonzero(col_meta.index.isin(col_ids))
         data = np.empty((len(r_idx), len(c_idx)), dtype=dset.dtype)
         try:
-            for start in range(0, len(c_idx), block):
-                sel = c_idx[start:start + block]
-                # one contiguous slab per block, then the wanted rows/columns in memory
+            done = 0
+            # windows of at most `block` file columns: a scattered selection never reads a slab wider
+            # than one window (memory stays block × genes whatever the selection)
+            for w0 in range(0, len(col_meta), block):
+                lo, hi = np.searchsorted(c_idx, [w0, w0 + block])
+                if lo == hi:
+                    continue
+                sel = c_idx[lo:hi]
                 slab = dset[int(sel[0]):int(sel[-1]) + 1]
-                data[:, start:start + len(sel)] = slab[sel - sel[0]][:, r_idx].T
+                data[:, done:done + len(sel)] = slab[sel - sel[0]][:, r_idx].T
+                done += len(sel)
         except OSError as exc:  # truncated datasets fail on read, not on open
             raise SourceFormatError(path, MATRIX, f"cannot read data, file truncated? ({exc})") from exc
     return GCT(data, row_meta.iloc[r_idx], col_meta.iloc[c_idx])
@@ -114,10 +156,13 @@ def read_gctx(path: str | Path, row_ids=None, col_ids=None, block: int = 10_000)
 def read_gct(path: str | Path) -> GCT:
     """Read a GCT 1.3 text file (the same content as a GCTX)."""
     path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise SourceFormatError(path, "<file>", "file missing or empty (0 bytes)")
     try:
         with open(path, encoding="utf-8", newline="") as fh:
             version = fh.readline().strip()
             dims = fh.readline().rstrip("\r\n").split("\t")
+            header = fh.readline().rstrip("\r\n").split("\t")
     except UnicodeDecodeError as exc:
         raise SourceFormatError(path, "<header>", f"not UTF-8 text ({exc})") from exc
     if version != "#1.3":
@@ -126,6 +171,13 @@ def read_gct(path: str | Path) -> GCT:
         n_rows, n_cols, n_rmeta, n_cmeta = (int(x) for x in dims[:4])
     except ValueError as exc:
         raise SourceFormatError(path, "<dimensions>", f"bad dimension line {dims!r}") from exc
+    seen, dups = set(), []
+    for h in header:
+        if h in seen:
+            dups.append(h)
+        seen.add(h)
+    if dups:  # pandas would rename them 'x.1' silently: two samples under one name is an error
+        raise SourceFormatError(path, "<header>", f"duplicate column headers {sorted(set(dups))[:5]}")
     try:
         table = pd.read_csv(path, sep="\t", skiprows=2, header=0, dtype=str, keep_default_na=False,
                             encoding="utf-8")

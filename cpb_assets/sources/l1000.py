@@ -1,9 +1,24 @@
 """LINCS L1000 Phase I (GSE92742) and Phase II (GSE70138): Level 3 INF GCTX +
-instance / perturbagen / cell info tables → harmonized AnnData.
+instance / perturbagen / gene info tables → harmonized AnnData.
+
+The GEO layout (docs/sources.md): the Level 3 GCTX holds the matrix and only
+the row IDs (Entrez gene IDs as text, 12,328 rows) and column IDs
+(``inst_id``); everything else is in tab-separated tables beside it:
+``*_gene_info.txt`` (``pr_is_lm`` marks the 978 landmarks), ``*_inst_info.txt``
+(one row per instance), ``*_pert_info.txt`` (compounds, with ``pubchem_cid``),
+``*_cell_info.txt``. Phase I doses are ``µM``/``nM`` (Phase II ``um``);
+Phase I ``inst_info`` has no ``det_plate`` (the plate is ``inst_id`` before
+``:``). Single-plate GCTX files that carry their own ``0/META`` fields (the
+cmapPy / cmapR files) are read too.
 
 Rules (METHODS §1–2): keep ``trt_cp`` and DMSO ``ctl_vehicle``; plate =
 ``det_plate``; doses to µM and times to hours; the 978 landmark genes, Entrez →
-Ensembl; CIDs from the compound registry (the L1000 DE labels use them).
+Ensembl; CIDs from the compound registry (the L1000 DE labels use them), which
+takes the CIDs pert_info ships as the ``source_cid`` method.
+Records that cannot be used are quarantined with a reason, one by one (an
+unknown dose unit, a missing plate ID, NaN/inf values, a matrix column
+without an inst_info row or the reverse); a broken file stops the partition
+with :class:`SourceFormatError` naming it.
 """
 from __future__ import annotations
 
@@ -15,15 +30,19 @@ import pandas as pd
 
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize.assemble import assemble_harmonized, is_synthetic
-from cpb_assets.harmonize.contexts import cell_line_to_cellosaurus, resolve_cell_types
+from cpb_assets.harmonize.contexts import resolve_cell_types
 from cpb_assets.harmonize.quarantine import Quarantine
 from cpb_assets.harmonize.units import UnitError, dose_to_uM, parse_dose, parse_time, time_to_h
-from cpb_assets.sources.base import Harmonized, RemoteFile, empty_compound_records, find_source_file
-from cpb_assets.sources.gctx import GCT, read_gct, read_gctx, write_gctx
+from cpb_assets.sources.base import Harmonized, RemoteFile
+from cpb_assets.sources.gctx import GCT, gctx_ids, read_gctx
+from cpb_assets.sources.readers import (check_not_empty, clean_ids, empty_compound_records, find_source_file,
+                                        read_bytes, require_columns)
 
 KEPT_PERT_TYPES = {"trt_cp", "ctl_vehicle"}
 MISSING = {"-666", "-666.0", "", "nan", "None"}
 INST_REQUIRED = ["inst_id", "pert_id", "pert_iname", "pert_type", "cell_id"]
+MATRIX_GLOB = "*Level3*.gctx"
+N_GEO_ROWS = 12328  # rows of the real Level 3 matrices (978 landmarks + 11,350 inferred genes)
 
 _GEO = "https://ftp.ncbi.nlm.nih.gov/geo/series"
 REMOTE_FILES: dict[str, list[RemoteFile]] = {
@@ -44,6 +63,12 @@ REMOTE_FILES: dict[str, list[RemoteFile]] = {
 }
 GSE = {"l1000_phase1": "GSE92742", "l1000_phase2": "GSE70138"}
 
+# quarantine reasons (one wording each, so that summaries group them)
+NO_PROFILE = "inst_info row without a column in the GCTX"
+NO_INST_INFO = "GCTX column without an inst_info row"
+NO_PLATE = "missing plate ID"
+NON_FINITE = "NaN or infinite expression values"
+
 
 # --------------------------------------------------------------------------- reading
 
@@ -60,10 +85,7 @@ def read_info_table(path: str | Path, required: list[str] = ()) -> pd.DataFrame:
         required column missing, or a malformed table.
     """
     path = Path(path)
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        import gzip
-        raw = gzip.decompress(raw)
+    raw = read_bytes(path)  # empty or truncated .gz -> SourceFormatError
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -92,9 +114,11 @@ _QUANTITIES = {
 }
 
 
-def _quantity(inst: pd.DataFrame, file: Path, kind: str) -> np.ndarray:
+def _quantity(inst: pd.DataFrame, file: Path, kind: str, q: Quarantine) -> np.ndarray:
     """Dose in µM or time in hours per instance, from ``pert_<x>`` + ``pert_<x>_unit`` or a
-    ``pert_i<x>`` string (``"10 µM"``, ``"24 h"``); controls get dose 0; missing stays NaN."""
+    ``pert_i<x>`` string (``"10 µM"``, ``"10.0 um"``, ``"24 h"``); controls get dose 0; missing stays
+    NaN. A value or unit that cannot be read quarantines that instance (reason names the field and
+    the raw text) and leaves NaN."""
     value, unit, text, from_pair, from_text = _QUANTITIES[kind]
     has_pair = value in inst.columns and unit in inst.columns
     if not has_pair and text not in inst.columns:
@@ -107,11 +131,15 @@ def _quantity(inst: pd.DataFrame, file: Path, kind: str) -> np.ndarray:
             continue
         try:
             if has_pair and str(getattr(row, value)) not in MISSING:
+                raw = f"{getattr(row, value)} {getattr(row, unit)}"
                 out[i] = from_pair(float(getattr(row, value)), str(getattr(row, unit)))
             elif text in inst.columns and str(getattr(row, text)) not in MISSING:
-                out[i] = from_text(getattr(row, text))
-        except (UnitError, ValueError) as exc:
-            raise SourceFormatError(file, unit if has_pair else text, f"instance {row.inst_id}: {exc}") from exc
+                raw = str(getattr(row, text))
+                out[i] = from_text(raw)
+        except (UnitError, ValueError):
+            field = unit if has_pair else text
+            q.add(file, [row.inst_id], f"{kind} not understood ({field} {raw!r})")
+            out[i] = np.nan
     return out
 
 
@@ -125,26 +153,48 @@ def _metadata_from_gct(gct: GCT) -> pd.DataFrame:
     return inst.reset_index(drop=True)
 
 
+def _plates_and_wells(inst: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """``det_plate``/``det_well`` (Phase II), else the parts of ``inst_id = <plate>:<well>`` (Phase I).
+    Missing values are None, never the text 'None' or 'nan'."""
+    parts = inst["inst_id"].astype(str).str.rsplit(":", n=1)
+    from_id_plate = parts.map(lambda p: p[0] if len(p) == 2 else None)
+    from_id_well = parts.map(lambda p: p[1] if len(p) == 2 else None)
+    plate = clean_ids(inst["det_plate"]) if "det_plate" in inst.columns else clean_ids(from_id_plate)
+    well = clean_ids(inst["det_well"]) if "det_well" in inst.columns else clean_ids(from_id_well)
+    if "det_plate" in inst.columns:  # a blank det_plate: the inst_id still names the plate
+        plate = plate.where(plate.notna(), clean_ids(from_id_plate))
+        well = well.where(well.notna(), clean_ids(from_id_well))
+    return plate.set_axis(inst.index), well.set_axis(inst.index)
+
+
 def harmonize_gct(gct: GCT, inst: pd.DataFrame, *, dataset: str, registry: pd.DataFrame,
-                  matrix_file: Path, inst_file: Path) -> Harmonized:
+                  matrix_file: Path, inst_file: Path, gene_info: pd.DataFrame | None = None,
+                  matrix_columns: pd.Index | None = None) -> Harmonized:
     """Harmonize an L1000 matrix with its instance metadata.
 
     Parameters
     ----------
     gct
-        Level 3 matrix (genes × instances).
+        Level 3 matrix (genes × instances); it may hold only the wanted columns.
     inst
         Instance metadata (``inst_info`` columns, strings).
     registry
         ``source_id`` (= pert_id) → ``pubchem_cid, cid_method``.
+    gene_info
+        The ``gene_info`` table (``pr_gene_id``, ``pr_is_lm``); None: the
+        GCTX's own row metadata names genes and landmarks.
+    matrix_columns
+        Every column ID of the matrix file (default: the columns of `gct`),
+        so that columns without an inst_info row are quarantined, not lost.
     """
     q = Quarantine(dataset)
-    for col in INST_REQUIRED:
-        if col not in inst.columns:
-            raise SourceFormatError(inst_file, col, "required column missing")
+    require_columns(inst, INST_REQUIRED, inst_file)
     if inst["inst_id"].duplicated().any():
         dup = inst.loc[inst["inst_id"].duplicated(), "inst_id"].unique()[:5].tolist()
         raise SourceFormatError(inst_file, "inst_id", f"duplicate instance IDs {dup}")
+    all_cols = pd.Index(matrix_columns if matrix_columns is not None else gct.col_meta.index).astype(str)
+    orphan = all_cols[~all_cols.isin(inst["inst_id"])]
+    q.add(matrix_file, orphan, NO_INST_INFO)
     keep = inst["pert_type"].isin(KEPT_PERT_TYPES)
     for pt, grp in inst[~keep].groupby("pert_type"):
         q.add(inst_file, grp["inst_id"], f"pert_type {pt} not kept (trt_cp and ctl_vehicle only)")
@@ -153,32 +203,35 @@ def harmonize_gct(gct: GCT, inst: pd.DataFrame, *, dataset: str, registry: pd.Da
     q.add(inst_file, inst.loc[non_dmso, "inst_id"], "vehicle control other than DMSO")
     inst = inst[~non_dmso]
     in_matrix = inst["inst_id"].isin(gct.col_meta.index)
-    q.add(inst_file, inst.loc[~in_matrix, "inst_id"], "no profile in the GCTX")
+    q.add(inst_file, inst.loc[~in_matrix, "inst_id"], NO_PROFILE)
     inst = inst[in_matrix].reset_index(drop=True)
 
-    dose = _quantity(inst, inst_file, "dose")
-    time = _quantity(inst, inst_file, "time")
-    bad = ~np.isfinite(dose) | ~np.isfinite(time)
+    n_before = len(q.rows)
+    dose = _quantity(inst, inst_file, "dose", q)
+    time = _quantity(inst, inst_file, "time", q)
+    unreadable = set(r["record_id"] for r in q.rows[n_before:])
+    bad = (~np.isfinite(dose) | ~np.isfinite(time)) & ~inst["inst_id"].isin(unreadable).to_numpy()
     q.add(inst_file, inst.loc[bad, "inst_id"], "dose or time missing")
-    # instances without dose/time were quarantined above; the rest are checked for their cell line
+    bad |= inst["inst_id"].isin(unreadable).to_numpy()
+    plate, well = _plates_and_wells(inst)
+    no_plate = ~bad & (plate.isna() | well.isna()).to_numpy()
+    q.add(inst_file, inst.loc[no_plate, "inst_id"], NO_PLATE)
+    bad |= no_plate
+    # the rest are checked for their cell line
     cell = pd.Series(None, index=inst.index, dtype=object)
     cell[~bad] = resolve_cell_types(inst.loc[~bad, "cell_id"].set_axis(inst.loc[~bad, "inst_id"]), q,
                                     inst_file).to_numpy()
-    unknown_cell = cell.isna().to_numpy()
-    ok = ~bad & ~unknown_cell
-    inst, dose, time, cell = inst[ok].reset_index(drop=True), dose[ok], time[ok], cell[ok].reset_index(drop=True)
+    ok = ~bad & cell.notna().to_numpy()
 
-    if "det_plate" in inst.columns and "det_well" in inst.columns:
-        plate, well = inst["det_plate"], inst["det_well"]
-    else:  # Phase I inst_info: inst_id = "<det_plate>:<det_well>"
-        parts = inst["inst_id"].str.rsplit(":", n=1)
-        if not parts.map(len).eq(2).all():
-            raise SourceFormatError(inst_file, "det_plate", "absent, and inst_id is not '<plate>:<well>'")
-        plate, well = parts.str[0], parts.str[1]
-
-    genes, unmapped = _landmark_genes(gct, matrix_file, q)
+    genes, unmapped = _landmark_genes(gct, matrix_file, q, gene_info)
     cols = gct.col_meta.index.get_indexer(inst["inst_id"])
     X = gct.data[np.ix_(genes["row"].to_numpy(), cols)].T.astype(np.float32)
+    finite = np.isfinite(X).all(axis=1)
+    q.add(matrix_file, inst.loc[ok & ~finite, "inst_id"], NON_FINITE)
+    ok &= finite
+    inst, dose, time, X = inst[ok].reset_index(drop=True), dose[ok], time[ok], X[ok]
+    cell, plate, well = (cell[ok].reset_index(drop=True), plate[ok].reset_index(drop=True),
+                         well[ok].reset_index(drop=True))
     samples = pd.DataFrame({
         "plate": plate.to_numpy(), "well": well.to_numpy(), "cell_type": cell.to_numpy(),
         "perturbagen": inst["pert_iname"].to_numpy(), "perturbagen_name": inst["pert_iname"].to_numpy(),
@@ -206,18 +259,40 @@ def _gctx_synthetic_attr(path: Path):
         return None
 
 
-def _landmark_genes(gct: GCT, matrix_file: Path, q: Quarantine) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Landmark rows with their Ensembl IDs; unmapped and duplicate genes quarantined."""
+def _entrez_text(v) -> str | None:
+    s = str(v).strip()
+    try:
+        f = float(s)
+    except ValueError:
+        return None
+    return str(int(f)) if np.isfinite(f) and f.is_integer() and f > 0 else None
+
+
+def _landmark_genes(gct: GCT, matrix_file: Path, q: Quarantine, gene_info: pd.DataFrame | None = None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Landmark rows with their Ensembl IDs; unmapped and duplicate genes quarantined.
+
+    With `gene_info` (the GEO layout) the row IDs are Entrez IDs and
+    ``pr_is_lm`` marks landmarks; without it the GCTX's own row metadata
+    (``pr_gene_id``, ``pr_is_lmark``) is used.
+    """
     from cpb_assets.harmonize.genes import entrez_to_ensembl
 
     rm = gct.row_meta
-    if "pr_gene_id" not in rm.columns:
-        raise SourceFormatError(matrix_file, "0/META/ROW/pr_gene_id", "Entrez gene IDs missing")
-    rows = np.arange(len(rm))
-    if "pr_is_lmark" in rm.columns:
-        lm = pd.to_numeric(rm["pr_is_lmark"], errors="coerce").fillna(0).to_numpy() == 1
-        rows = rows[lm]
-    entrez = pd.Series(rm["pr_gene_id"].to_numpy()[rows]).map(lambda v: str(int(float(v))))
+    if gene_info is not None:
+        lm_ids = set(gene_info.loc[gene_info["_is_lm"], "_entrez"])
+        entrez_all = pd.Series([_entrez_text(i) for i in rm.index], dtype=object)
+        rows = np.flatnonzero(entrez_all.isin(lm_ids).to_numpy())
+        entrez = entrez_all.iloc[rows].reset_index(drop=True)
+    else:
+        if "pr_gene_id" not in rm.columns:
+            raise SourceFormatError(matrix_file, "0/META/ROW/pr_gene_id",
+                                    "Entrez gene IDs missing (and no *_gene_info.txt beside the matrix)")
+        rows = np.arange(len(rm))
+        if "pr_is_lmark" in rm.columns:
+            lm = pd.to_numeric(rm["pr_is_lmark"], errors="coerce").fillna(0).to_numpy() == 1
+            rows = rows[lm]
+        entrez = pd.Series(rm["pr_gene_id"].to_numpy()[rows]).map(_entrez_text)
     mapped = entrez_to_ensembl(entrez.tolist())
     table = pd.DataFrame({"row": rows, "entrez_id": entrez.to_numpy(),
                           "ensembl_id": mapped["ensembl_id"].to_numpy(), "symbol": mapped["symbol"].to_numpy()})
@@ -227,58 +302,72 @@ def _landmark_genes(gct: GCT, matrix_file: Path, q: Quarantine) -> tuple[pd.Data
     dup = table["ensembl_id"].duplicated()
     q.add(matrix_file, table.loc[dup, "entrez_id"], "second Entrez ID for the same Ensembl gene", level="gene")
     table = table[~dup]
-    unmapped_frame = pd.DataFrame({"input": unmapped["entrez_id"].to_numpy(),
+    unmapped_frame = pd.DataFrame({"input": unmapped["entrez_id"].astype(str).to_numpy(),
                                    "reason": "Entrez ID without an Ensembl gene"})
     return table, unmapped_frame
 
 
-def _read_folder(folder: Path, dataset: str) -> tuple[GCT, pd.DataFrame, Path, Path]:
-    matrix_file = find_source_file(folder, "*Level3*.gctx")
+def read_gene_info(path: Path) -> pd.DataFrame:
+    """The ``gene_info`` table with ``_entrez`` (normalized text) and ``_is_lm`` (bool) added.
+
+    Raises
+    ------
+    SourceFormatError
+        No ``pr_gene_id`` or landmark flag (``pr_is_lm``), or no landmark at all.
+    """
+    info = read_info_table(path, ["pr_gene_id"])
+    flag = next((c for c in ("pr_is_lm", "pr_is_lmark") if c in info.columns), None)
+    if flag is None:
+        raise SourceFormatError(path, "pr_is_lm", "landmark flag column missing")
+    info["_entrez"] = info["pr_gene_id"].map(_entrez_text)
+    info["_is_lm"] = info[flag].astype(str).str.strip().isin(["1", "1.0"]) & info["_entrez"].notna()
+    if not info["_is_lm"].any():
+        raise SourceFormatError(path, flag, "no landmark gene (pr_is_lm == 1)")
+    return info
+
+
+def _read_folder(folder: Path, dataset: str) -> tuple[GCT, pd.DataFrame, Path, Path, pd.DataFrame | None,
+                                                      pd.Index]:
+    matrix_file = check_not_empty(find_source_file(folder, MATRIX_GLOB))
     inst_file = find_source_file(folder, "*inst_info*.txt*", required=False)
     if inst_file is None:  # single-plate files carry their metadata in the GCTX columns
         gct = read_gctx(matrix_file)
-        return gct, _metadata_from_gct(gct), matrix_file, matrix_file
+        return gct, _metadata_from_gct(gct), matrix_file, matrix_file, None, gct.col_meta.index
     inst = read_info_table(inst_file, INST_REQUIRED)
-    # read only the kept instances and the landmark genes: the real matrices do not fit in memory
-    wanted = inst.loc[inst["pert_type"].isin(KEPT_PERT_TYPES), "inst_id"] if "pert_type" in inst.columns else None
-    landmarks = _landmark_probe_ids(folder)
-    return read_gctx(matrix_file, row_ids=landmarks, col_ids=wanted), inst, matrix_file, inst_file
-
-
-def _landmark_probe_ids(folder: Path) -> list[str] | None:
-    """Row IDs of the landmark genes from the gene_info table (None: no table, keep all rows).
-
-    Real Level 3 GCTX rows are Entrez IDs as text and the gene table marks
-    landmarks with ``pr_is_lm == 1``.
-    """
     gene_file = find_source_file(folder, "*gene_info*.txt*", required=False)
-    if gene_file is None:
-        return None
-    info = read_info_table(gene_file, ["pr_gene_id"])
-    flag = "pr_is_lm" if "pr_is_lm" in info.columns else ("pr_is_lmark" if "pr_is_lmark" in info.columns else None)
-    if flag is None:
-        raise SourceFormatError(gene_file, "pr_is_lm", "landmark flag column missing")
-    ids = info.loc[info[flag].astype(str).str.strip().isin(["1", "1.0"]), "pr_gene_id"].astype(str)
-    # rows may be plain Entrez IDs (real files) or '<entrez>_at' probe IDs (the synthetic stand-in)
-    return sorted(set(ids) | {f"{i}_at" for i in ids})
+    gene_info = read_gene_info(gene_file) if gene_file is not None else None
+    row_ids, col_ids = gctx_ids(matrix_file)
+    # read only the kept instances and the landmark genes: the real matrices do not fit in memory
+    wanted = inst.loc[inst["pert_type"].isin(KEPT_PERT_TYPES), "inst_id"]
+    if gene_info is not None:
+        lm = set(gene_info.loc[gene_info["_is_lm"], "_entrez"])
+        rows = [r for r in row_ids if _entrez_text(r) in lm]
+        if not rows:
+            raise SourceFormatError(matrix_file, "0/META/ROW/id",
+                                    f"no row ID is a landmark Entrez ID of {gene_file.name}")
+    else:
+        rows = None
+    gct = read_gctx(matrix_file, row_ids=rows, col_ids=wanted)
+    return gct, inst, matrix_file, inst_file, gene_info, col_ids
 
 
 def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmonized:
     """Harmonize one L1000 phase from its native files in `folder`."""
-    gct, inst, matrix_file, inst_file = _read_folder(Path(folder), dataset)
+    gct, inst, matrix_file, inst_file, gene_info, columns = _read_folder(Path(folder), dataset)
     return harmonize_gct(gct, inst, dataset=dataset, registry=registry, matrix_file=matrix_file,
-                         inst_file=inst_file)
+                         inst_file=inst_file, gene_info=gene_info, matrix_columns=columns)
 
 
 def compound_records(folder: str | Path, dataset: str) -> pd.DataFrame:
-    """Compounds named by the pert_info table (or, without one, by the instances)."""
+    """Compounds named by the pert_info table (or, without one, by the instances), with the
+    PubChem CID pert_info ships (``pubchem_cid``, ``-666`` = none) for the ``source_cid`` method."""
     folder = Path(folder)
     pert_file = find_source_file(folder, "*pert_info*.txt*", required=False)
     if pert_file is not None:
         pert = read_info_table(pert_file, ["pert_id", "pert_iname", "pert_type"])
         pert = pert[pert["pert_type"] == "trt_cp"]
     else:
-        _, inst, _, _ = _read_folder(folder, dataset)
+        _, inst, *_ = _read_folder(folder, dataset)
         pert = inst[inst["pert_type"] == "trt_cp"].drop_duplicates("pert_id")
     if pert.empty:
         return empty_compound_records()
@@ -290,126 +379,5 @@ def compound_records(folder: str | Path, dataset: str) -> pd.DataFrame:
 
     return pd.DataFrame({"source_id": pert["pert_id"].to_numpy(), "name": col("pert_iname"),
                          "smiles": col("canonical_smiles"), "inchikey": col("inchi_key"),
-                         "catalog_id": pert["pert_id"].to_numpy()}).drop_duplicates("source_id")
-
-
-# --------------------------------------------------------------------------- synthetic writer
-def _dose_string(dose_uM: float, rng: np.random.Generator) -> tuple[str, str, str]:
-    """(pert_dose, pert_dose_unit, pert_idose) in the mixed units real LINCS tables use."""
-    if dose_uM < 1 or rng.random() < 0.25:
-        v, unit = dose_uM * 1000, "nM"
-    else:
-        v, unit = dose_uM, "µM"
-    txt = f"{v:.6g}"
-    return txt, unit, f"{txt} {unit}"
-
-
-def write_synthetic(world, dataset: str, folder: str | Path) -> list[Path]:
-    """Write a SYNTHETIC L1000 phase in the LINCS native layout.
-
-    Files: ``<GSE>_SYNTHETIC_Level3_INF.gctx`` (landmark genes × instances,
-    log2 normalized values, row ids ``<entrez>_at``), ``…_inst_info.txt``
-    (doses and times as unit strings), ``…_pert_info.txt``,
-    ``…_cell_info.txt``, ``…_gene_info.txt``. The GCTX carries a
-    ``synthetic`` attribute. Some compounds lack structures in pert_info (the
-    registry must fall back to names / IDs), a few positive-control and
-    non-DMSO vehicle wells are planted for the filters.
-    """
-    from cpb_assets.sources.demo_world import DESIGNS, SYNTHETIC_NOTE
-    from cpb_resources.storage import atomic_path
-
-    folder = Path(folder)
-    design = DESIGNS[dataset]
-    rng = world.rng(dataset, "l1000")
-    gse = GSE[dataset]
-    lm = world.genes[world.genes["is_landmark"]]
-    gidx = world.gene_index(lm.index)
-    comps = world.compounds
-    rows: list[dict] = []
-    phase_tag = "P1" if dataset == "l1000_phase1" else "P2"
-    for ct in design.cell_types:
-        cell_name = world_cell_name(ct)
-        for t in design.times_h:
-            cset = design.compounds if t == 24.0 else design.extra.get("time_6h_compounds", ())
-            if not cset:
-                continue
-            for rep in range(1, design.replicates + 1):
-                plate = f"SYN{phase_tag}_{cell_name}_{int(t)}H_X{rep}_B{10 + rep}"
-                wells = iter(f"{r}{c:02d}" for r in "ABCDEFGHIJKLMNOP" for c in range(1, 25))
-                for _ in range(8):
-                    rows.append(dict(det_plate=plate, det_well=next(wells), pert_id="DMSO", pert_iname="DMSO",
-                                     pert_type="ctl_vehicle", dose=0.0, time=t, cell_id=cell_name, compound=None))
-                for c in cset:
-                    doses = design.doses_uM if t == 24.0 else (max(design.doses_uM),)
-                    for d in doses:
-                        rows.append(dict(det_plate=plate, det_well=next(wells), pert_id=comps["brd_id"].iloc[c],
-                                         pert_iname=comps["name"].iloc[c], pert_type="trt_cp", dose=d, time=t,
-                                         cell_id=cell_name, compound=c))
-                # filters' fodder: a positive control and a non-DMSO vehicle per plate
-                rows.append(dict(det_plate=plate, det_well=next(wells), pert_id="BRD-SPOSCTRL", pert_iname="poscon",
-                                 pert_type="trt_poscon", dose=10.0, time=t, cell_id=cell_name, compound=None))
-                rows.append(dict(det_plate=plate, det_well=next(wells), pert_id="PBS", pert_iname="PBS",
-                                 pert_type="ctl_vehicle", dose=0.0, time=t, cell_id=cell_name, compound=None))
-    inst = pd.DataFrame(rows)
-    inst["inst_id"] = inst["det_plate"] + ":" + inst["det_well"]
-    # expression: baseline + truth + plate effect + noise, on L1000's log2 scale
-    X = np.empty((len(inst), len(gidx)), dtype=np.float32)
-    base = world.baseline[:, gidx].astype(float) + 3.0
-    for plate, grp in inst.groupby("det_plate", sort=False):
-        shift = world.plate_effect(dataset, plate, len(gidx), 0.15)
-        for i in grp.index:
-            r = inst.loc[i]
-            comp = None if r["compound"] is None or pd.isna(r["compound"]) else int(r["compound"])
-            ct = cell_line_to_cellosaurus(r["cell_id"])
-            mu = base[world.context_index(ct)] + world.true_logfc(comp, ct, r["dose"], r["time"], gidx) + shift
-            X[i] = mu + rng.normal(0.0, 0.3, len(gidx))
-    gct = GCT(X.T, pd.DataFrame({"pr_gene_id": lm["entrez_id"].astype(int).to_numpy(),
-                                 "pr_gene_symbol": lm["symbol"].to_numpy(), "pr_is_lmark": 1},
-                                index=pd.Index([f"{e}_at" for e in lm["entrez_id"]], name="id")),
-              inst.set_index("inst_id")[["det_plate", "det_well", "pert_id", "pert_type"]])
-    dose_parts = [_dose_string(d, rng) if pt != "ctl_vehicle" else ("-666", "-666", "-666")
-                  for d, pt in zip(inst["dose"], inst["pert_type"])]
-    inst_info = pd.DataFrame({
-        "inst_id": inst["inst_id"], "det_plate": inst["det_plate"], "det_well": inst["det_well"],
-        "rna_plate": inst["det_plate"].str.rsplit("_", n=1).str[0], "rna_well": inst["det_well"],
-        "pert_id": inst["pert_id"], "pert_iname": inst["pert_iname"], "pert_type": inst["pert_type"],
-        "pert_dose": [p[0] for p in dose_parts], "pert_dose_unit": [p[1] for p in dose_parts],
-        "pert_idose": [p[2] for p in dose_parts],
-        "pert_time": inst["time"].map(lambda v: f"{v:g}"), "pert_time_unit": "h",
-        "pert_itime": inst["time"].map(lambda v: f"{v:g} h"), "cell_id": inst["cell_id"],
-    })
-    used = sorted({int(c) for c in inst["compound"].dropna()})
-    # every 7th compound ships without structure: the registry falls back to the BRD ID / name
-    pert_info = pd.DataFrame({
-        "pert_id": comps["brd_id"].iloc[used].to_numpy(), "pert_iname": comps["name"].iloc[used].to_numpy(),
-        "pert_type": "trt_cp", "is_touchstone": "0",
-        "inchi_key": [("-666" if c % 7 == 3 else comps["inchikey"].iloc[c]) for c in used],
-        "canonical_smiles": [("-666" if c % 7 == 3 else comps["smiles"].iloc[c]) for c in used],
-        "pubchem_cid": "-666",
-    })
-    pert_info = pd.concat([pert_info, pd.DataFrame([{"pert_id": "DMSO", "pert_iname": "DMSO",
-                                                     "pert_type": "ctl_vehicle"}])], ignore_index=True).fillna("-666")
-    cells = sorted(inst["cell_id"].unique())
-    cell_info = pd.DataFrame({"cell_id": cells, "cell_type": "cell line",
-                              "cellosaurus_id": [cell_line_to_cellosaurus(c) for c in cells]})
-    gene_info = pd.DataFrame({"pr_gene_id": lm["entrez_id"].to_numpy(), "pr_gene_symbol": lm["symbol"].to_numpy(),
-                              "pr_is_lm": "1", "pr_is_bing": "1"})
-    folder.mkdir(parents=True, exist_ok=True)
-    prefix = f"{gse}_SYNTHETIC"
-    written = []
-    with atomic_path(folder / f"{prefix}_Level3_INF.gctx") as tmp:
-        write_gctx(gct, tmp, attrs={"synthetic": np.bytes_(SYNTHETIC_NOTE.encode())})
-    written.append(folder / f"{prefix}_Level3_INF.gctx")
-    for name, table in [("inst_info", inst_info), ("pert_info", pert_info), ("cell_info", cell_info),
-                        ("gene_info", gene_info)]:
-        path = folder / f"{prefix}_{name}.txt"
-        with atomic_path(path) as tmp:
-            table.to_csv(tmp, sep="\t", index=False, encoding="utf-8")
-        written.append(path)
-    return written
-
-
-def world_cell_name(cell_type: str) -> str:
-    """The LINCS-style cell_id of a Cellosaurus context (e.g. CVCL_0023 → A549)."""
-    from cpb_assets.harmonize.contexts import CONTEXTS
-    return str(CONTEXTS.loc[cell_type, "name"])
+                         "catalog_id": pert["pert_id"].to_numpy(),
+                         "pubchem_cid": col("pubchem_cid")}).drop_duplicates("source_id")

@@ -11,7 +11,7 @@ import pytest
 
 from cpb_assets.harmonize.assets import harmonized_adata
 from cpb_assets.sources.assets import raw_source
-from cpb_assets.sources.demo_world import DESIGNS
+from cpb_assets.demo.world import DESIGNS
 from cpb_jobs.definitions import ALL_ASSETS, ALL_CHECKS
 from cpb_jobs.resources import build_resources
 
@@ -47,14 +47,24 @@ def test_catalog_views(l1000_home):
 
 def test_compound_registry_resolves_every_demo_compound(l1000_home, world):
     con = duckdb.connect(str(l1000_home / "catalog.duckdb"), read_only=True)
-    reg = con.execute("select dataset, source_id, pubchem_cid, cid_method from compounds").df()
+    reg = con.execute("select dataset, source_id, pubchem_cid, cid_method, source_cid, source_cid_check "
+                      "from compounds").df()
     truth = world.compounds.set_index("brd_id")["pubchem_cid"]
     assert (reg["pubchem_cid"].to_numpy() == truth.loc[reg["source_id"]].to_numpy()).all()
-    # structures first; compounds shipped without structure (every 7th) fall back to the BRD ID
-    no_structure = {world.compounds["brd_id"].iloc[c] for c in range(len(world.compounds)) if c % 7 == 3}
-    by_id = reg.set_index("source_id")["cid_method"]
-    assert set(by_id[by_id == "catalog_id"].index) == no_structure & set(by_id.index)
-    assert set(by_id.unique()) == {"inchikey", "catalog_id"}
+    # structures first; without structure the CID pert_info ships, then the BRD ID
+    idx = {world.compounds["brd_id"].iloc[c]: c for c in range(len(world.compounds))}
+    for r in reg.itertuples():
+        c = idx[r.source_id]
+        expected = ("inchikey" if c % 7 != 3 else "source_cid" if c % 2 else "catalog_id")
+        assert r.cid_method == expected, (r.dataset, r.source_id)
+    # the planted wrong CID of each phase is flagged; the structure's CID was kept (checked above)
+    bad = reg[reg["source_cid_check"] == "mismatch"]
+    assert sorted(bad["dataset"]) == ["l1000_phase1", "l1000_phase2"] and set(bad["cid_method"]) == {"inchikey"}
+    cov = con.execute("select dataset, cid_method, n_compounds, source_cid_mismatches from compound_coverage "
+                      "where n_compounds > 0 order by 1, 2").df()
+    got = {(r.dataset, r.cid_method): r.n_compounds for r in cov.itertuples()}
+    assert got == reg.groupby(["dataset", "cid_method"]).size().to_dict()
+    assert cov["source_cid_mismatches"].sum() == 2
 
 
 def test_materializations_and_checks_recorded(l1000_home, monkeypatch):
@@ -64,9 +74,9 @@ def test_materializations_and_checks_recorded(l1000_home, monkeypatch):
         assert mats == {"l1000_phase1", "l1000_phase2"}
         checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [dg.AssetCheckKey(dg.AssetKey("harmonized_adata"), n) for n in
-             ("harmonized_columns", "harmonized_ids", "harmonized_doses", "harmonized_controls",
-              "harmonized_duplicates")])
-        assert len(checks) == 5
+             ("harmonized_row_counts", "harmonized_quarantine_share", "harmonized_cids_resolved",
+              "harmonized_gene_axis")])
+        assert len(checks) == 4
         assert all(c.status.value == "SUCCEEDED" for c in checks.values())
 
 
@@ -87,16 +97,17 @@ def test_bad_partition_fails_alone(l1000_home, tmp_path, monkeypatch):
     shutil.copytree(l1000_home, cpb_home)  # a private copy of the materialized demo home
     monkeypatch.setenv("CPB_HOME", str(cpb_home))
     monkeypatch.setenv("DAGSTER_HOME", str(cpb_home / "dagster"))
-    good = cpb_home / "harmonized" / "l1000_phase1.h5ad"
-    bad = cpb_home / "harmonized" / "l1000_phase2.h5ad"
+    good = cpb_home / "harmonized" / "l1000_phase2.h5ad"
+    bad = cpb_home / "harmonized" / "l1000_phase1.h5ad"
     good_sha, bad_sha = _sha(good), _sha(bad)
-    obs_before = pd.read_parquet(cpb_home / "tables" / "harmonized_obs" / "dataset=l1000_phase1")
-    inst = next((cpb_home / "sources" / "l1000_phase2").glob("*inst_info*"))
+    obs_before = pd.read_parquet(cpb_home / "tables" / "harmonized_obs" / "dataset=l1000_phase2")
+    inst = next((cpb_home / "sources" / "l1000_phase1").glob("*inst_info*"))
     text = inst.read_text(encoding="utf-8")
+    assert "µM" in text  # Phase I writes µM (Phase II 'um')
     inst.write_bytes(text.encode("latin-1"))  # a latin-1 µ byte
     with dg.DagsterInstance.get() as instance:
         checks = dg.AssetSelection.checks_for_assets(harmonized_adata)
-        result = _run(dg.AssetSelection.assets(harmonized_adata) | checks, "l1000_phase2", instance)
+        result = _run(dg.AssetSelection.assets(harmonized_adata) | checks, "l1000_phase1", instance)
         assert not result.success
         failure = next(e for e in result.all_events if e.is_step_failure)
         msg = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else \
@@ -107,9 +118,9 @@ def test_bad_partition_fails_alone(l1000_home, tmp_path, monkeypatch):
         leftovers = [p.name for p in (cpb_home / "harmonized").iterdir() if p.name.startswith(".")]
         assert leftovers == []
         # the other partition still materializes
-        assert _run(dg.AssetSelection.assets(harmonized_adata), "l1000_phase1", instance).success
+        assert _run(dg.AssetSelection.assets(harmonized_adata), "l1000_phase2", instance).success
     pd.testing.assert_frame_equal(
-        pd.read_parquet(cpb_home / "tables" / "harmonized_obs" / "dataset=l1000_phase1"), obs_before)
+        pd.read_parquet(cpb_home / "tables" / "harmonized_obs" / "dataset=l1000_phase2"), obs_before)
 
 
 def test_raw_source_data_version_is_content_hash(l1000_home, monkeypatch):

@@ -52,28 +52,37 @@ def test_single_sample_per_condition_is_skipped(two_strata, lim):
     assert st["reason"].str.contains("no residual degrees of freedom").all()
 
 
-def test_plate_confounded_with_condition_is_not_estimable(two_strata, lim):
-    """A plate holding only one condition: that condition's contrasts are dropped (named), the rest fit."""
+def test_plate_confounded_contrasts_are_kept_and_flagged(two_strata, lim):
+    """A plate holding only one condition: limma returns its contrasts; they are kept and flagged (the
+    numbers are checked against R in test_confounded_oracle.py)."""
     a = two_strata[two_strata.obs["cell_type"] == "CVCL_0023"].copy()
     hit = (a.obs["perturbagen"] == "SYN_hit").to_numpy()
     a.obs["plate"] = np.where(hit, "SYN_P9", a.obs["plate"].to_numpy())
     de, st = run_de_partition(a, "vcpi_0001", "group", lim)
     assert st["status"].tolist() == ["ok"]
     reason = st["reason"].item()
-    assert "not estimable" in reason and "SYN_hit_1uM_24h" in reason and "SYN_P9" in reason
-    assert not de["treated_label"].str.startswith("SYN_hit").any()
-    assert de["contrast_id"].nunique() == st["n_contrasts"].item() > 0
+    assert "plate-confounded" in reason and "SYN_hit_1uM_24h" in reason and "SYN_P9" in reason
+    one = de.drop_duplicates("contrast_id").set_index("treated_label")
+    assert sorted(one.index) == ["SYN_hit_1uM_24h", "SYN_null_10uM_24h", "SYN_null_1uM_24h"]  # none dropped
+    assert one["plate_confounded"].to_dict() == {"SYN_hit_1uM_24h": True, "SYN_null_10uM_24h": False,
+                                                 "SYN_null_1uM_24h": False}
+    assert st["n_contrasts"].item() == 3 and st["n_plate_confounded"].item() == 1
 
 
-def test_only_confounded_condition_is_skipped(two_strata, lim):
+def test_zero_library_sample_is_dropped_and_the_rest_fitted(two_strata, lim):
     a = two_strata[two_strata.obs["cell_type"] == "CVCL_0023"].copy()
-    keep = (a.obs["perturbagen"].isin(["SYN_hit"]) | a.obs["is_control"]).to_numpy()
-    a = a[keep].copy()
-    hit = (a.obs["perturbagen"] == "SYN_hit").to_numpy()
-    a.obs["plate"] = np.where(hit, "SYN_P9", a.obs["plate"].to_numpy())
+    victim = a.obs_names[(~a.obs["is_control"]).to_numpy()][0]
+    ref, _ = run_de_partition(a[a.obs_names != victim].copy(), "vcpi_0001", "group", lim)
+    X = np.asarray(a.X).copy()
+    X[a.obs_names.get_loc(victim)] = 0
+    a.X = X
     de, st = run_de_partition(a, "vcpi_0001", "group", lim)
-    assert de.empty and st["status"].tolist() == ["skipped"]
-    assert "not of full rank" in st["reason"].item() and "SYN_hit_1uM_24h" in st["reason"].item()
+    assert st["status"].tolist() == ["ok"]
+    assert "1 samples with zero library size dropped" in st["reason"].item() and victim in st["reason"].item()
+    assert st["n_samples"].item() == a.n_obs - 1
+    m = ref.merge(de, on=["contrast_id", "gene"], suffixes=("_ref", ""))
+    assert len(m) == len(ref) == len(de)
+    assert np.max(np.abs(m["t"] - m["t_ref"])) <= 1e-10
 
 
 def test_all_zero_genes_do_not_change_other_genes(two_strata, lim):

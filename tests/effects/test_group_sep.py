@@ -84,3 +84,15 @@ def test_batched_stratum_adjusts_across_all_batches(data):
     # adj_P_across is BH over the whole stratum (all batches), as R's p.adjust computes it
     r_adj = np.array(ro.r["p.adjust"](ro.FloatVector(de["P_Value"].to_numpy()), "BH"), dtype=float, copy=True)
     assert np.max(np.abs(de["adj_P_across"].to_numpy() - r_adj)) <= 1e-12
+
+
+def test_de_dose_is_the_harmonized_dose(make_counts):
+    """A dose with more than 4 decimals rounds in the labels only; `dose_uM` keeps the harmonized value."""
+    adata, _ = make_counts(seed=4, n_genes=300, reps=3, n_dmso=6)
+    obs = adata.obs.copy()
+    obs.loc[(obs["perturbagen"] == "SYN_null") & (obs["pert_dose_uM"] == 1.0), "pert_dose_uM"] = 3e-05
+    adata.obs = obs
+    de, _ = run_de_partition(adata, "vcpi_0001", "group", LimmaResource())
+    one = de.drop_duplicates("contrast_id").set_index("treated_label")
+    assert one.loc["SYN_null_0uM_24h", "dose_uM"] == 3e-05  # label: half-up to 4 decimals
+    assert one.loc["SYN_null_10uM_24h", "dose_uM"] == 10.0

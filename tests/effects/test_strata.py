@@ -88,20 +88,25 @@ def _mixed_obs(obs_frame, dataset="sciplex"):
     return obs_frame(rows, dataset)
 
 
-def test_min_cells_filter_and_orphan_controls(make_obs):
+def test_min_cells_filter_time_restriction_and_orphan_controls(make_obs):
     obs = _mixed_obs(make_obs, "sciplex")
     units, _ = plan_units(obs, "sciplex", "group")
     assert [u.stratum for u in units] == ["CVCL_0004", "CVCL_0023"]
     for u in units:
         sub = obs.loc[list(u.sample_ids)]
-        # sci-Plex: ≥ 10 cells, −666 kept
+        # sci-Plex: DE at 24 h only (the 72 h samples stay in the harmonized data, not in the fit)
+        assert set(sub["pert_time_h"]) == {24.0}
+        assert any("outside the DE times ['24'] h" in n and n.startswith("20 samples") for n in u.notes)  # 72 and 96 h, both lines
+        # sci-Plex: ≥ 10 cells, −666 kept: at 24 h 1 treated (5 cells) and 1 DMSO (9 cells) out per dose/line
         assert ((sub["psbulk_cells"] >= 10) | (sub["psbulk_cells"] == -666)).all()
-        assert (sub["psbulk_cells"] == 5).sum() == 0 and (sub["psbulk_cells"] == -666).sum() == 2
+        assert sorted(sub["psbulk_cells"]) == [-666, 12, 12, 30]
         assert 96.0 not in set(sub["pert_time_h"])  # controls at 96 h have no treated partner
-        assert any("96" in n or "times without treated" in n for n in u.notes)
-    # no minimum for a dataset outside sci-Plex/OP3/Tahoe
+        # unit rows point at the unit's samples in the planned obs
+        assert list(obs.index[list(u.rows)]) == list(u.sample_ids)
+    # every time for a dataset outside Tahoe/sci-Plex/OP3/L1000, and no cell minimum
     units, _ = plan_units(_mixed_obs(make_obs, "vcpi_0001"), "vcpi_0001", "group")
     assert sum(len(u.sample_ids) for u in units) == 2 * (8 + 6)
+    assert {t for u in units for t in obs.loc[list(u.sample_ids), "pert_time_h"]} == {24.0, 72.0}
 
 
 def test_gdpx2_strata_are_cell_type_by_dmso_volume(make_obs):

@@ -63,8 +63,10 @@ def ui(l1000_home):
 
 
 def test_listens_on_loopback_only(ui):
-    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout if shutil.which("ss") else ""
+    assert shutil.which("ss"), "ss (iproute2, installed by scripts/install-system) is needed to see the listener"
+    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
     lines = [l for l in out.splitlines() if f":{ui} " in l + " "]
+    assert lines, f"no listener on port {ui} found by ss"  # all([]) would pass vacuously
     assert all("127.0.0.1" in l for l in lines)
 
 

@@ -12,7 +12,7 @@ from cpb_assets.harmonize.assemble import is_synthetic
 from cpb_assets.harmonize.contexts import UNKNOWN_CELL_LINE, donor_fields, resolve_cell_type, resolve_cell_types
 from cpb_assets.harmonize.quarantine import Quarantine
 from cpb_assets.harmonize.schema import OPTIONAL_OBS
-from cpb_assets.sources.base import SOURCE_MODULE_NAMES, source_module
+from cpb_assets.sources.registry import SOURCES
 
 
 def test_resolve_cell_types_quarantines_unknown_records_once_each():
@@ -20,13 +20,14 @@ def test_resolve_cell_types_quarantines_unknown_records_once_each():
                       index=[f"r{k}" for k in range(7)])
     q = Quarantine("test")
     out = resolve_cell_types(names, q, "meta.tsv")
-    # CVCL_9999 has the Cellosaurus form but no row in the table: unknown, like a missing name
-    assert out.tolist() == ["CVCL_0023", "CVCL_0062", "CVCL_0062", None, None, None, "CVCL_0027"]
+    # CVCL_9999 is a well-formed Cellosaurus accession: accepted though no table knows it
+    assert out.tolist() == ["CVCL_0023", "CVCL_0062", "CVCL_0062", "CVCL_9999", None, None, "CVCL_0027"]
     assert list(out.index) == list(names.index)
     frame = q.to_frame()
-    assert frame["record_id"].tolist() == ["r3", "r4", "r5"]
-    assert set(frame["reason"]) == {UNKNOWN_CELL_LINE} and set(frame["level"]) == {"sample"}
-    assert set(frame["file"]) == {"meta.tsv"} and q.summary() == {UNKNOWN_CELL_LINE: 3}
+    assert sorted(frame["record_id"].tolist()) == ["r4", "r5"]
+    assert set(frame["level"]) == {"sample"} and set(frame["file"]) == {"meta.tsv"}
+    # the raw label is in the reason
+    assert q.summary() == {f"{UNKNOWN_CELL_LINE}: NOT-A-LINE": 1, f"{UNKNOWN_CELL_LINE}: <missing>": 1}
 
 
 def test_resolve_cell_types_counts_units_per_unknown_label():
@@ -36,7 +37,7 @@ def test_resolve_cell_types_counts_units_per_unknown_label():
     assert out.tolist() == ["CVCL_0023", None, None, None, "CVCL_0023"]
     rows = q.to_frame().set_index("record_id")
     assert rows["n"].to_dict() == {"HeLa-S3": 12, "XYZ": 3} and set(rows["level"]) == {"cell"}
-    assert q.summary() == {UNKNOWN_CELL_LINE: 15}
+    assert q.summary() == {f"{UNKNOWN_CELL_LINE}: HeLa-S3": 12, f"{UNKNOWN_CELL_LINE}: XYZ": 3}
 
 
 def test_source_labels_and_real_contexts():
@@ -52,7 +53,7 @@ def test_source_labels_and_real_contexts():
 
 def test_demo_world_contexts_are_fixed_and_known():
     # the demo world's seeded draws run over its own fixed context list, not the (growing) table
-    from cpb_assets.sources.demo_world import WORLD_CONTEXTS, build_world
+    from cpb_assets.demo.world import WORLD_CONTEXTS, build_world
 
     assert len(WORLD_CONTEXTS) == 18 and WORLD_CONTEXTS[0] == "CVCL_0023" and WORLD_CONTEXTS[-1] == "CL_0000182"
     assert set(WORLD_CONTEXTS) < set(contexts.CONTEXTS.index)
@@ -68,8 +69,8 @@ def test_is_synthetic_reads_names_and_metadata():
 
 
 def test_every_source_takes_its_assay_from_dataset_info():
-    for module in set(SOURCE_MODULE_NAMES.values()):
-        assert not hasattr(source_module(next(d for d, m in SOURCE_MODULE_NAMES.items() if m == module)), "ASSAY")
+    for spec in SOURCES.values():
+        assert not hasattr(spec.module(), "ASSAY")
     assert DATASET_INFO["cigs_tcm"].assay == "HiMAP-seq targeted panel"
     assert DATASET_INFO["cigs_mce"].assay == "HTS2 targeted panel"
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cpb_assets.datasets import DATASETS
-from cpb_assets.sources.demo_world import DESIGNS, WORLD_CONTEXTS, time_factor
+from cpb_assets.demo.world import DESIGNS, WORLD_CONTEXTS, time_factor
 
 # pairs that must share a 24 h context with >= 10 compounds at doses within 10-fold
 REQUIRED_PAIRS = [("l1000_phase1", "l1000_phase2"), ("l1000_phase1", "tahoe100m"), ("l1000_phase2", "sciplex"),

@@ -11,8 +11,11 @@ import pytest
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize.schema import validate_harmonized
 from cpb_assets.sources import l1000
-from cpb_assets.sources.gctx import read_gct, read_gctx
-from tests.conftest import REAL_GCT, REAL_GCTX
+from cpb_assets.demo import l1000 as demo_l1000
+from cpb_assets.sources.gctx import read_gct, read_gctx, write_gctx
+from tests.conftest import REAL_GCT, REAL_GCTX, REPO
+
+FIXTURES = REPO / "tests" / "data"
 
 NO_REGISTRY = pd.DataFrame(columns=["source_id", "pubchem_cid", "cid_method"])
 # fields both real files carry with the same meaning (the GCTX's QC fields were recomputed)
@@ -92,7 +95,7 @@ def test_real_level5_metadata_with_cr_line_endings():
 @pytest.fixture(scope="module")
 def demo_phase1(world, tmp_path_factory):
     folder = tmp_path_factory.mktemp("l1000_phase1")
-    l1000.write_synthetic(world, "l1000_phase1", folder)
+    demo_l1000.write_synthetic(world, "l1000_phase1", folder)
     return folder
 
 
@@ -104,7 +107,7 @@ def test_synthetic_files_are_labelled(demo_phase1):
 
 
 def test_synthetic_roundtrip_matches_design(world, demo_phase1):
-    from cpb_assets.sources.demo_world import DESIGNS
+    from cpb_assets.demo.world import DESIGNS
 
     d = DESIGNS["l1000_phase1"]
     rec = l1000.compound_records(demo_phase1, "l1000_phase1")
@@ -166,19 +169,22 @@ def test_missing_matrix_dataset(demo_phase1, tmp_path):
         del fh["0/META/COL"]
     with pytest.raises(SourceFormatError) as err:
         l1000.harmonize(src, "l1000_phase1", NO_REGISTRY)
-    assert err.value.field == "0/META/COL"
+    assert err.value.field == "0/META/COL/id"
 
 
-def test_unknown_dose_unit(demo_phase1, tmp_path):
+def test_unknown_dose_unit_quarantines_that_instance_only(demo_phase1, tmp_path):
     src = _copy(demo_phase1, tmp_path)
     inst = pd.read_csv(_inst(src), sep="\t", dtype=str, keep_default_na=False)
     i = inst.index[inst["pert_type"] == "trt_cp"][3]
     inst.loc[i, "pert_dose_unit"] = "furlongs"
     inst.to_csv(_inst(src), sep="\t", index=False)
-    with pytest.raises(SourceFormatError) as err:
-        l1000.harmonize(src, "l1000_phase1", NO_REGISTRY)
-    assert err.value.field == "pert_dose_unit" and inst.loc[i, "inst_id"] in str(err.value)
-    assert "furlongs" in str(err.value)
+    before = l1000.harmonize(demo_phase1, "l1000_phase1", NO_REGISTRY).adata.n_obs
+    h = l1000.harmonize(src, "l1000_phase1", NO_REGISTRY)
+    assert h.adata.n_obs == before - 1
+    q = h.quarantine.to_frame()
+    row = q[q["reason"].str.startswith("dose not understood")]
+    assert row["record_id"].tolist() == [inst.loc[i, "inst_id"]]
+    assert "furlongs" in row["reason"].iloc[0] and "pert_dose_unit" in row["reason"].iloc[0]
 
 
 def test_duplicate_instance_ids(demo_phase1, tmp_path):
@@ -218,13 +224,149 @@ def test_unknown_cell_lines_of_the_real_plate_are_quarantined(real_pair):
     _, gct = real_pair
     inst = l1000._metadata_from_gct(gct)
     kept = inst.index[inst["pert_type"].isin(["trt_cp", "ctl_vehicle"])]
-    # two instances of a line nobody knows, one Cellosaurus ID outside the context table
+    # two instances of a line nobody knows; a well-formed Cellosaurus ID outside every table is kept
     inst.loc[kept[:2], "cell_id"] = "NOT-A-LINE"
     inst.loc[kept[2], "cell_id"] = "CVCL_9999"
     h = l1000.harmonize_gct(gct, inst, dataset="l1000_phase1", registry=NO_REGISTRY, matrix_file=REAL_GCT,
                             inst_file=REAL_GCT)
-    assert h.adata.n_obs == 26 + 328 - 3
+    assert h.adata.n_obs == 26 + 328 - 2
     q = h.quarantine.to_frame()
-    lost = q[q["reason"] == "unknown cell line"]
-    assert sorted(lost["record_id"]) == sorted(inst.loc[kept[:3], "inst_id"]) and lost["n"].sum() == 3
+    lost = q[q["reason"] == "unknown cell line: NOT-A-LINE"]
+    assert sorted(lost["record_id"]) == sorted(inst.loc[kept[:2], "inst_id"]) and lost["n"].sum() == 2
+    assert (h.adata.obs["cell_type"] == "CVCL_9999").sum() == 1
     assert validate_harmonized(h.adata) == []
+
+
+# ------------------------------------------------------------------ the GEO layout (tests/data fixtures)
+def test_geo_gctx_holds_ids_only():
+    """The fixture GCTX is in the GEO layout: no META field but the IDs (rows: Entrez IDs as text)."""
+    matrix = next((FIXTURES / "l1000_phase1").glob("*Level3*.gctx"))
+    with h5py.File(matrix) as fh:
+        assert list(fh["0/META/ROW"]) == ["id"] and list(fh["0/META/COL"]) == ["id"]
+        assert fh["0/META/ROW/id"][0].decode().isdigit()
+    gct = read_gctx(matrix)
+    assert gct.row_meta.shape[1] == 0 and gct.data.shape == (993, 200)
+
+
+@pytest.mark.parametrize("dataset, n_obs, reasons", [
+    ("l1000_phase1", 186, {"pert_type trt_poscon not kept (trt_cp and ctl_vehicle only)": 12,
+                           l1000.NO_INST_INFO: 1, "dose not understood (pert_dose_unit '0.12 µL')": 1}),
+    ("l1000_phase2", 26 + 328, {"pert_type trt_poscon not kept (trt_cp and ctl_vehicle only)": 23,
+                                l1000.NO_PROFILE: 1}),
+])
+def test_real_layout_fixture(dataset, n_obs, reasons):
+    """The real LJP005 plate in the GEO layout: landmarks from gene_info.pr_is_lm, plates from inst_id
+    (Phase I) or det_plate (Phase II), µM/nM and 'um' doses, quarantine of the planted faults."""
+    folder = FIXTURES / dataset
+    h = l1000.harmonize(folder, dataset, NO_REGISTRY)
+    a = h.adata
+    assert validate_harmonized(a) == [] and a.uns["synthetic"] is False
+    assert a.shape == (n_obs, 978) and h.quarantine.summary() == reasons
+    assert set(a.obs["plate"]) == {"LJP005_A375_24H_X1_B19"} and set(a.obs["cell_type"]) == {"CVCL_0132"}
+    treated = a.obs[~a.obs["is_control"]]
+    assert sorted(np.round(treated["pert_dose_uM"].unique(), 6)) == [0.04, 0.12, 0.37, 1.11, 3.33, 10.0]
+    # one value by IDs against the real GCT: PSME1 (Entrez 5720, probe 200814_at) in well A03
+    gct = read_gct(REAL_GCT)
+    i = list(a.obs_names).index("LJP005_A375_24H_X1_B19_A03_DMSO_CVCL_0132")
+    j = list(a.var_names).index("ENSG00000092010")
+    assert a.X[i, j] == pytest.approx(gct.data[0, 0], rel=1e-6)
+    # non-landmark rows of the matrix never reach the harmonized data
+    assert "ENSG00000133703" not in set(a.var_names)  # KRAS, pr_is_lm = 0 in the fixture
+
+
+def test_real_layout_compound_records_carry_source_cids():
+    rec = l1000.compound_records(FIXTURES / "l1000_phase2", "l1000_phase2")
+    assert len(rec) == 55 and rec["smiles"].isna().all()
+    cids = rec.set_index("name")["pubchem_cid"]
+    assert cids["erlotinib"] == "176870" and cids["vemurafenib"] == "42611257"
+    assert cids.notna().sum() == 12  # '-666' is no CID
+
+
+# ------------------------------------------------------------------ no silent wrong data (issue 8, point 7)
+def _geo_copy(tmp_path, dataset="l1000_phase2"):
+    dst = tmp_path / dataset
+    shutil.copytree(FIXTURES / dataset, dst)
+    return dst
+
+
+def _rewrite_matrix(folder, fn):
+    path = next(folder.glob("*Level3*.gctx"))
+    g = read_gctx(path)
+    g = fn(g)
+    path.unlink()
+    write_gctx(g, path)
+
+
+def test_nan_and_inf_values_quarantine_their_instances(tmp_path):
+    src = _geo_copy(tmp_path)
+    cols = read_gctx(next(src.glob("*Level3*.gctx"))).col_meta.index
+
+    def spoil(g):
+        g.data[list(g.row_meta.index).index("5720"), 0] = np.nan  # PSME1, a landmark
+        g.data[list(g.row_meta.index).index("7416"), 1] = -np.inf  # VDAC1, a landmark
+        g.data[list(g.row_meta.index).index("3845"), 2] = np.nan  # KRAS, not a landmark: never read
+        return g
+    _rewrite_matrix(src, spoil)
+    h = l1000.harmonize(src, "l1000_phase2", NO_REGISTRY)
+    q = h.quarantine.to_frame()
+    assert sorted(q.loc[q["reason"] == l1000.NON_FINITE, "record_id"]) == sorted(cols[[0, 1]])
+    assert h.adata.n_obs == 26 + 328 - 2  # the NaN in a non-landmark row (instance 3) costs nothing
+    assert np.isfinite(h.adata.X).all()
+
+
+def test_empty_and_truncated_files_name_the_file(tmp_path):
+    src = _geo_copy(tmp_path)
+    matrix = next(src.glob("*Level3*.gctx"))
+    matrix.write_bytes(b"")
+    with pytest.raises(SourceFormatError) as err:
+        l1000.harmonize(src, "l1000_phase2", NO_REGISTRY)
+    assert matrix.name in str(err.value) and "empty" in str(err.value)
+    src = _geo_copy(tmp_path / "b")
+    inst = next(src.glob("*inst_info*"))
+    inst.write_bytes(inst.read_bytes()[:200])  # a truncated .gz
+    with pytest.raises(SourceFormatError) as err:
+        l1000.harmonize(src, "l1000_phase2", NO_REGISTRY)
+    assert inst.name in str(err.value) and err.value.field == "<gzip>"
+
+
+def test_missing_plate_ids_are_quarantined_never_the_text_none(tmp_path):
+    """Phase I plates come from inst_id; an inst_id without '<plate>:' has no plate (quarantined)."""
+    src = _geo_copy(tmp_path, "l1000_phase1")
+    inst_path = next(src.glob("*inst_info*"))
+    inst = l1000.read_info_table(inst_path)
+    victim = inst.index[inst["pert_type"] == "trt_cp"][10]
+    old = inst.loc[victim, "inst_id"]
+    new = old.split(":")[1] + "_noplate"
+    inst.loc[victim, "inst_id"] = new
+    inst.to_csv(inst_path, sep="\t", index=False)
+    _rewrite_matrix(src, lambda g: GCTrename(g, old, new))
+    h = l1000.harmonize(src, "l1000_phase1", NO_REGISTRY)
+    q = h.quarantine.to_frame()
+    assert q.loc[q["reason"] == l1000.NO_PLATE, "record_id"].tolist() == [new]
+    assert not h.adata.obs["plate"].astype(str).isin(["None", "nan", ""]).any()
+    # Phase II: a blank det_plate falls back to the inst_id's plate part
+    src2 = _geo_copy(tmp_path / "p2")
+    inst_path = next(src2.glob("*inst_info*"))
+    inst = l1000.read_info_table(inst_path)
+    inst.loc[3, "det_plate"] = "-666"
+    inst.to_csv(inst_path.with_name(inst_path.name[:-3]), sep="\t", index=False)
+    inst_path.unlink()
+    h2 = l1000.harmonize(src2, "l1000_phase2", NO_REGISTRY)
+    assert set(h2.adata.obs["plate"]) == {"LJP005_A375_24H_X1_B19"}
+
+
+def GCTrename(g, old, new):
+    g.col_meta = g.col_meta.rename(index={old: new})
+    return g
+
+
+def test_duplicate_sample_headers_in_gct(tmp_path):
+    text = REAL_GCT.read_text(encoding="utf-8").split("\n")
+    header = text[2].split("\t")
+    header[13] = header[12]  # two samples under one name: pandas would rename one silently
+    text[2] = "\t".join(header)
+    bad = tmp_path / "dup.gct"
+    bad.write_text("\n".join(text), encoding="utf-8")
+    with pytest.raises(SourceFormatError) as err:
+        read_gct(bad)
+    assert err.value.field == "<header>" and header[12] in str(err.value)

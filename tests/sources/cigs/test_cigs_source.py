@@ -11,8 +11,9 @@ import pytest
 
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize.schema import validate_harmonized
+from cpb_assets.demo import cigs as demo_cigs
 from cpb_assets.sources import cigs
-from cpb_assets.sources.demo_world import DESIGNS, EXCEL_PRONE_SYMBOLS
+from cpb_assets.demo.world import DESIGNS, EXCEL_PRONE_SYMBOLS
 
 NOTE = "Note: SYNTHETIC test workbook"
 
@@ -33,7 +34,7 @@ def _write_pair(folder: Path, stem: str, genes, wells: list[tuple[str, str, list
     """wells: (sample_id, treatment, counts) on plate PL-<stem>."""
     wb = openpyxl.Workbook()
     ws = wb.active
-    ws.title = "Counts"
+    ws.title = f"{stem}_counts"  # the reader takes the first sheet, whatever its name
     ws.append([NOTE])
     ws.append(["Sample_id"] + genes)
     for sid, _, counts in wells:
@@ -41,9 +42,9 @@ def _write_pair(folder: Path, stem: str, genes, wells: list[tuple[str, str, list
     wb.save(folder / f"SYNTHETIC_MCE_{stem}_Counts.xlsx")
     wb = openpyxl.Workbook()
     ws = wb.active
-    ws.title = "MetaData"
+    ws.title = f"{stem}_meta"
     ws.append([NOTE])
-    ws.append(["Sample_id", "treatment", "sample_plate", "sample_row", "sample_column", "cell_id",
+    ws.append(["unique_ID", "treatment", "sample_plate", "sample_row", "sample_column", "cell_id",
                "pert_idose", "pert_itime"])
     for i, (sid, treat, _) in enumerate(wells):
         ctrl = treat in ("DMSO", "Blank", "RNA")
@@ -119,15 +120,16 @@ def _snapshot(folder: Path) -> dict:
     return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
 
-def test_missing_sheet_names_file_and_sheet(hand_folder):
+def test_row_wider_than_the_header_names_file_and_row(hand_folder):
     path = hand_folder / "SYNTHETIC_MCE_B_MetaData.xlsx"
     wb = openpyxl.load_workbook(path)
-    wb["MetaData"].title = "Sheet1"
+    ws = wb.worksheets[0]
+    ws.cell(row=5, column=10).value = "shifted"  # sample B02's row: 10 cells under an 8-column header
     wb.save(path)
     before = _snapshot(hand_folder)
     with pytest.raises(SourceFormatError) as e:
         cigs.harmonize(hand_folder, "cigs_mce", _registry(hand_folder, "cigs_mce"))
-    assert e.value.file == str(path) and e.value.field == "MetaData"
+    assert e.value.file == str(path) and e.value.field == "B_meta!row 5"
     assert _snapshot(hand_folder) == before
 
 
@@ -135,7 +137,7 @@ def test_missing_sheet_names_file_and_sheet(hand_folder):
 def test_fractional_or_negative_count_rejected(hand_folder, bad):
     path = hand_folder / "SYNTHETIC_MCE_A_Counts.xlsx"
     wb = openpyxl.load_workbook(path)
-    wb["Counts"].cell(row=4, column=4).value = bad  # sample A02, gene TP53
+    wb.worksheets[0].cell(row=4, column=4).value = bad  # sample A02, gene TP53
     wb.save(path)
     before = _snapshot(hand_folder)
     with pytest.raises(SourceFormatError) as e:
@@ -151,7 +153,7 @@ def demo(world, tmp_path_factory):
     out = {}
     for ds in cigs.DATASETS:
         folder = tmp_path_factory.mktemp(ds)
-        files = cigs.write_synthetic(world, ds, folder)
+        files = demo_cigs.write_synthetic(world, ds, folder)
         out[ds] = (folder, files, cigs.harmonize(folder, ds, _registry(folder, ds)))
     return out
 
@@ -166,7 +168,7 @@ def test_round_trip_schema_and_counts(demo, dataset):
     for ct in d.cell_types:
         sub = obs[obs["cell_type"] == ct]
         assert int((~sub["is_control"]).sum()) == len(d.compounds) * len(d.doses_uM) * len(d.times_h) * d.replicates
-        assert int(sub["is_control"].sum()) == cigs.CONTROL_WELLS_PER_PLATE * d.replicates
+        assert int(sub["is_control"].sum()) == demo_cigs.CONTROL_WELLS_PER_PLATE * d.replicates
     assert not obs["perturbagen"].str.upper().isin(["JQ1", "BLANK", "RNA"]).any()
     assert obs["pubchem_cid"].notna().sum() == int((~obs["is_control"]).sum())
     summary = h.quarantine.summary()
@@ -191,7 +193,7 @@ def test_mangled_cells_really_are_dates_in_the_workbook(demo):
     folder = demo["cigs_mce"][0]
     path = next(folder.glob("*MCF7*_Counts.xlsx"))
     wb = openpyxl.load_workbook(path, read_only=True)
-    header = next(wb["Counts"].iter_rows(min_row=2, max_row=2, values_only=True))
+    header = next(wb.worksheets[0].iter_rows(min_row=2, max_row=2, values_only=True))
     wb.close()
     assert dt.datetime(2023, 3, 1) in header and "SEPT7" in header and "MARCHF1" not in header
 
@@ -274,19 +276,21 @@ def test_no_counts_workbook_names_the_pattern(tmp_path):
     assert e.value.field == "<file>" and e.value.file == str(tmp_path / "*MCE_*_Counts.xlsx")
 
 
-def test_unknown_cell_line_is_quarantined_not_raised(tmp_path):
-    # subset A: MDA-MB-231 (a real CIGS line, now in the context table); subset B: a line nobody knows
+@pytest.mark.parametrize("label", ["cell_231", "231", 231, "cell_MDA_MB_231", "MDA_MB_231", "cell_MDA-MB-231"])
+def test_real_cigs_labels_resolve_and_unknown_lines_are_quarantined(tmp_path, label):
+    # subset A: MDA-MB-231 under one of the labels the real workbooks use; subset B: a line nobody knows
     a = [("A01", "HY-1", _row(1.0, 7)), ("A02", "HY-2", _row(1.02, 7)), ("A03", "DMSO", _row(0.98, 7))]
     b = [(f"B0{i}", t, _row(1 + 0.02 * i, 6)) for i, t in enumerate(["HY-1", "HY-2", "DMSO", "DMSO"])]
-    _write_pair(tmp_path, "A", GENES_A, a, cell="cell_MDA-MB-231")
+    _write_pair(tmp_path, "A", GENES_A, a, cell=label)
     _write_pair(tmp_path, "B", GENES_B, b, cell="cell_NOT-A-LINE")
     _write_compounds(tmp_path)
     h = cigs.harmonize(tmp_path, "cigs_mce", _registry(tmp_path, "cigs_mce"))
     assert h.adata.n_obs == 3 and set(h.adata.obs["cell_type"]) == {"CVCL_0062"}
     q = h.quarantine.to_frame()
-    lost = q[q["reason"] == "unknown cell line"]
+    lost = q[q["reason"].str.startswith("unknown cell line")]
     assert sorted(lost["record_id"]) == ["B00", "B01", "B02", "B03"]
-    assert set(lost["file"]) == {"SYNTHETIC_MCE_B_MetaData.xlsx"} and h.quarantine.summary()["unknown cell line"] == 4
+    assert set(lost["reason"]) == {"unknown cell line: cell_NOT-A-LINE"}
+    assert set(lost["file"]) == {"SYNTHETIC_MCE_B_MetaData.xlsx"}
     assert validate_harmonized(h.adata) == []
 
 

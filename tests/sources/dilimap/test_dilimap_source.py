@@ -11,8 +11,11 @@ import scipy.sparse as sp
 
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize.schema import validate_harmonized
+from cpb_assets.demo import dilimap as demo_dilimap
 from cpb_assets.sources import dilimap
-from cpb_assets.sources.demo_world import DESIGNS
+from cpb_assets.demo.world import DESIGNS
+
+HAND_FILE = "SYNTHETIC_training_data_counts.h5ad"  # a hand-built training counts file
 
 
 def _registry(folder, dataset):
@@ -63,19 +66,19 @@ def _hand_h5ad(path: Path) -> None:
         "COMPOUND": [s[0] for s in spec], "CONCENTRATION_UM": [s[1] for s in spec], "TIMEPOINT_HOURS": 24.0,
         "DOSE_LEVEL": ["Control" if s[1] == 0 else "High" for s in spec], "PLATE_NAME": "PL1",
         "WELL_ID": [f"A{i + 1:02d}" for i in range(len(spec))], "LDH_QC": [s[2] for s in spec],
-        "SPLIT": [s[3] for s in spec],
+        "SPLIT": [{"train": "Training", "test": "Test"}[s[3]] for s in spec],  # words, as the release writes
     }, index=[f"S{i:02d}" for i in range(len(spec))])
     obs["CMPD_DOSE"] = obs["COMPOUND"] + "_" + obs["DOSE_LEVEL"]
     a = ad.AnnData(X=sp.csr_matrix(X.astype(np.float32)), obs=obs,
                    var=pd.DataFrame({"gene_id": gene_id}, index=symbols))
     a.write_h5ad(path)
     pd.DataFrame({"compound_name": ["cpdA", "cpdB", "cpdT"], "smiles": ["CCO", "CCN", "CCC"]}).to_csv(
-        path.parent / dilimap.COMPOUND_FILE, index=False)
+        path.parent / demo_dilimap.COMPOUND_FILE, index=False)
 
 
 @pytest.fixture()
 def hand_folder(tmp_path):
-    _hand_h5ad(tmp_path / dilimap.COUNTS_FILE)
+    _hand_h5ad(tmp_path / HAND_FILE)
     return tmp_path
 
 
@@ -109,7 +112,7 @@ def _snapshot(folder):
 
 
 def _rewrite(folder, change):
-    path = Path(folder) / dilimap.COUNTS_FILE
+    path = Path(folder) / HAND_FILE
     a = ad.read_h5ad(path)
     a = change(a)
     a.write_h5ad(path)
@@ -152,7 +155,7 @@ def demo(world, tmp_path_factory):
     out = {}
     for ds in dilimap.DATASETS:
         folder = tmp_path_factory.mktemp(ds)
-        files = dilimap.write_synthetic(world, ds, folder)
+        files = demo_dilimap.write_synthetic(world, ds, folder)
         recs = dilimap.compound_records(folder, ds)
         cid = dict(zip(world.compounds["name"], world.compounds["pubchem_cid"]))
         reg = pd.DataFrame({"source_id": recs["source_id"], "pubchem_cid": recs["source_id"].map(cid),
@@ -172,8 +175,8 @@ def test_round_trip_schema_and_counts(demo, world, dataset):
     obs = h.adata.obs
     assert int((~obs["is_control"]).sum()) == n_comp * len(d.doses_uM) * d.replicates
     n_plates = -(-sum(world.compounds["dilimap_split"].iloc[c] == "train" for c in d.compounds)
-                 // dilimap.COMPOUNDS_PER_PLATE) + (1 if "val" in splits else 0)
-    assert int(obs["is_control"].sum()) == dilimap.CONTROLS_PER_PLATE * n_plates
+                 // demo_dilimap.COMPOUNDS_PER_PLATE) + (1 if "val" in splits else 0)
+    assert int(obs["is_control"].sum()) == demo_dilimap.CONTROLS_PER_PLATE * n_plates
     # near-identical doses collapse onto the design grid (training values)
     assert set(obs.loc[~obs["is_control"], "pert_dose_uM"]) == set(d.doses_uM)
     assert obs["cell_type"].eq("CL_0000182").all() and np.issubdtype(h.adata.X.dtype, np.integer)
@@ -182,7 +185,9 @@ def test_round_trip_schema_and_counts(demo, world, dataset):
 
 def test_no_test_split_sample_or_test_only_compound_reaches_either_variant(demo, world):
     folder = demo["dilimap_train"][0]
-    native = ad.read_h5ad(folder / dilimap.COUNTS_FILE).obs
+    native = pd.concat([ad.read_h5ad(folder / f).obs for f in (demo_dilimap.TRAIN_FILE,
+                                                                   demo_dilimap.VALIDATION_FILE)])
+    native["SPLIT"] = native["SPLIT"].map({"Training": "train", "Validation": "val", "Test": "test"})
     test_samples = set(native.index[native["SPLIT"] == "test"])
     test_only = set(native.loc[native["SPLIT"] == "test", "COMPOUND"]) - set(
         native.loc[native["SPLIT"] != "test", "COMPOUND"])
@@ -230,8 +235,9 @@ def test_remote_file_names_match_the_reader_patterns():
         names = [f.filename for f in dilimap.REMOTE_FILES[ds]]
         assert [n for n in names if fnmatch.fnmatch(n, dilimap.COUNTS_GLOB)] == ["validation_data_counts.h5ad"]
         assert [n for n in names if fnmatch.fnmatch(n, dilimap.COMPOUND_GLOB)] == ["compound_DILI_labels.csv"]
-    assert fnmatch.fnmatch(dilimap.COUNTS_FILE, dilimap.COUNTS_GLOB)
-    assert fnmatch.fnmatch(dilimap.COMPOUND_FILE, dilimap.COMPOUND_GLOB)
+    for name in (demo_dilimap.TRAIN_FILE, demo_dilimap.VALIDATION_FILE, "training_data_counts.h5ad"):
+        assert fnmatch.fnmatch(name, dilimap.COUNTS_GLOB)
+    assert fnmatch.fnmatch(demo_dilimap.COMPOUND_FILE, dilimap.COMPOUND_GLOB)
 
 
 @pytest.mark.parametrize("dataset", dilimap.DATASETS)
@@ -239,8 +245,9 @@ def test_files_under_their_real_names_give_the_same_anndata(demo, dataset, tmp_p
     import shutil
 
     folder, _, h = demo[dataset]
-    shutil.copy(folder / dilimap.COUNTS_FILE, tmp_path / "validation_data_counts.h5ad")
-    shutil.copy(folder / dilimap.COMPOUND_FILE, tmp_path / "compound_DILI_labels.csv")
+    for f in (demo_dilimap.TRAIN_FILE, demo_dilimap.VALIDATION_FILE):
+        shutil.copy(folder / f, tmp_path / f.removeprefix("SYNTHETIC_"))
+    shutil.copy(folder / demo_dilimap.COMPOUND_FILE, tmp_path / "compound_DILI_labels.csv")
     recs = dilimap.compound_records(tmp_path, dataset)
     pd.testing.assert_frame_equal(recs, dilimap.compound_records(folder, dataset))
     reg = pd.DataFrame({"source_id": recs["source_id"], "pubchem_cid": None, "cid_method": "world"})
@@ -254,15 +261,14 @@ def test_files_under_their_real_names_give_the_same_anndata(demo, dataset, tmp_p
     assert h2.adata.uns["synthetic"] is True and dict(h.adata.uns) == dict(h2.adata.uns)
 
 
-def test_two_counts_files_or_none_name_the_pattern(hand_folder):
+def test_a_sample_in_two_counts_files_or_no_counts_file_is_rejected(hand_folder):
     import shutil
 
-    shutil.copy(hand_folder / dilimap.COUNTS_FILE, hand_folder / "validation_data_counts.h5ad")
+    shutil.copy(hand_folder / HAND_FILE, hand_folder / "validation_data_counts.h5ad")
     with pytest.raises(SourceFormatError) as e:
         dilimap.harmonize(hand_folder, "dilimap_train", pd.DataFrame(columns=["source_id", "pubchem_cid",
                                                                               "cid_method"]))
-    assert e.value.field == "<file>" and e.value.file == str(hand_folder / dilimap.COUNTS_GLOB)
-    assert "several files" in e.value.problem
+    assert e.value.field == "obs/_index" and "more than one counts file" in e.value.problem
     for p in hand_folder.glob("*.h5ad"):
         p.unlink()
     with pytest.raises(SourceFormatError) as e:
@@ -294,8 +300,8 @@ def test_rna_threshold_is_computed_over_samples_that_passed_ldh(tmp_path):
     gene_id = [f"ENSG{90000000000 + j:011d}" for j in range(n_genes)]
     ad.AnnData(X=sp.csr_matrix(X.astype(np.float32)), obs=obs,
                var=pd.DataFrame({"gene_id": gene_id}, index=[f"GENE{j}" for j in range(n_genes)])
-               ).write_h5ad(tmp_path / dilimap.COUNTS_FILE)
-    pd.DataFrame({"compound_name": ["toxin"], "smiles": ["CCO"]}).to_csv(tmp_path / dilimap.COMPOUND_FILE,
+               ).write_h5ad(tmp_path / HAND_FILE)
+    pd.DataFrame({"compound_name": ["toxin"], "smiles": ["CCO"]}).to_csv(tmp_path / demo_dilimap.COMPOUND_FILE,
                                                                           index=False)
     h = dilimap.harmonize(tmp_path, "dilimap_train", pd.DataFrame(columns=["source_id", "pubchem_cid",
                                                                           "cid_method"]))

@@ -1,14 +1,16 @@
 """OP3 pre-aggregated pseudobulk: filters, gene mapping, round trip, planted truth, bad input."""
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize.schema import validate_harmonized
+from cpb_assets.demo import op3 as demo_op3
 from cpb_assets.sources import op3
-from cpb_assets.sources.demo_world import DESIGNS, build_world
+from cpb_assets.demo.world import DESIGNS, build_world
 
 TP53, BRCA1, MARCHF1 = "ENSG00000141510", "ENSG00000012048", "ENSG00000145416"
 
@@ -31,14 +33,14 @@ def _fixture(folder, symbols=("TP53", "MARCH1", "SYNTHETIC-AC1.1", "NOTAGENE1"),
     obs = pd.DataFrame({
         "plate_name": "plate 1", "well": [f"A{k + 1}" for k in range(12)],
         "cell_type": [k[2] for k in kinds], "donor_id": [k[3] for k in kinds], "sm_name": [k[0] for k in kinds],
-        "sm_lincs_id": [f"LSM-{k}" for k in range(12)], "SMILES": "C", "dose_uM": 1.0, "timepoint_hr": 24.0,
+        "sm_lincs_id": [f"LSM-{k[0]}" for k in kinds], "SMILES": "C", "dose_uM": 1.0, "timepoint_hr": 24.0,
         "control": [k[1] for k in kinds], "cell_count_by_well_celltype": list(range(10, 22)),
         "split": ["train"] * 4 + ["control"] * 5 + ["train"] * 3,
     }, index=[f"r{k}" for k in range(12)])
     counts = np.tile(np.array([5.0, 7.0, 2.0, 1.0]), (12, 1))
     if poison is not None:
         counts[poison[0]] = poison[1]
-    op3.write_native(folder / "op3_FIXTURE.h5ad", obs, counts, list(symbols))
+    demo_op3.write_native(folder / "op3_FIXTURE.h5ad", obs, counts, list(symbols))
     pd.DataFrame({"symbol": ["SYNTHETIC-AC1.1"], "ensembl_id": [BRCA1], "note": ["fixture"]}).to_csv(
         folder / "symbol_fallback_FIXTURE.tsv", sep="\t", index=False)
 
@@ -96,7 +98,7 @@ def test_fractional_counts_rejected(tmp_path):
 def demo(tmp_path_factory):
     world = build_world()
     folder = tmp_path_factory.mktemp("op3")
-    paths = op3.write_synthetic(world, "op3", folder)
+    paths = demo_op3.write_synthetic(world, "op3", folder)
     rec = op3.compound_records(folder, "op3")
     return world, paths, rec, op3.harmonize(folder, "op3", _registry(rec))
 
@@ -109,16 +111,20 @@ def test_synthetic_round_trip(demo):
     assert validate_harmonized(a) == []
     treated = len(d.cell_types) * len(d.compounds) * len(d.doses_uM) * len(d.times_h) * d.replicates
     assert int((~a.obs["is_control"]).sum()) == treated
-    assert int(a.obs["is_control"].sum()) == op3.WELLS_DMSO * len(d.cell_types) * d.replicates
+    # controls kept = the DMSO rows of the native file, counted there (not from the writer's constant)
+    native = ad.read_h5ad(next(p for p in paths if p.suffix == ".h5ad"), backed="r")
+    n_dmso = int((native.obs["sm_name"].astype(str) == "Dimethyl Sulfoxide").sum())
+    native.file.close()
+    assert int(a.obs["is_control"].sum()) == n_dmso > 0
     assert set(a.obs["cell_type"]) == set(d.cell_types)
     assert len(rec) == len(d.compounds)
     assert h.quarantine.summary()["positive control (control, not Dimethyl Sulfoxide)"] == \
         len(op3.POSITIVE_CONTROLS) * len(d.cell_types) * d.replicates
     # the planted synthetic symbols nothing resolves are reported; the fallback ones are mapped
-    assert {f"SYNTHETIC-LINC{k:03d}" for k in range(1, op3.N_UNMAPPED + 1)} <= set(h.unmapped_genes["input"])
+    assert {f"SYNTHETIC-LINC{k:03d}" for k in range(1, demo_op3.N_UNMAPPED + 1)} <= set(h.unmapped_genes["input"])
     assert not h.unmapped_genes["input"].str.startswith("SYNTHETIC-AC").any()
     assert {"MARCH1", "SEPT7"} <= set(a.var["symbol"])
-    assert (a.obs["psbulk_cells"] >= op3.MIN_CELLS).all() and "split" in a.obs
+    assert (a.obs["psbulk_cells"] >= demo_op3.MIN_CELLS).all() and "split" in a.obs
 
 
 def test_planted_truth(demo):
@@ -150,3 +156,53 @@ def test_round_trip_is_labelled_synthetic_and_uses_dataset_assay(demo):
     # one assay string per dataset, from DATASET_INFO (OP3's module used to write its own)
     assert set(a.obs["assay"]) == {DATASET_INFO["op3"].assay} == {"10x scRNA-seq pseudobulk"}
     assert set(a.obs.columns) - set(OBS_COLUMNS) <= set(OPTIONAL_OBS)
+
+
+# ---------------------------------------------------------------- real-layout fixture (tests/data/op3)
+
+def _real_fixture(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "data" / "op3"
+    shutil.copytree(src, tmp_path / "op3")
+    return tmp_path / "op3"
+
+
+def test_real_layout_fixture_maps_symbols_with_the_fallback(tmp_path):
+    folder = _real_fixture(tmp_path)
+    reg = pd.DataFrame(columns=["source_id", "pubchem_cid", "cid_method"])
+    h = op3.harmonize(folder, "op3", reg)
+    assert h.adata.shape == (32, 59) and int(h.adata.obs["is_control"].sum()) == 16
+    assert h.adata.var.loc["ENSG00000122545", "symbol"] == "SEPT7"  # the previous symbol of SEPTIN7
+    assert h.unmapped_genes["input"].tolist() == ["AC000061.1"]
+    assert h.quarantine.summary()["positive control (control, not Dimethyl Sulfoxide)"] == 8
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated"])
+def test_empty_or_truncated_h5ad_is_a_source_format_error(tmp_path, how):
+    folder = _real_fixture(tmp_path)
+    path = folder / "pseudobulk_filtered_with_uns.h5ad"
+    raw = path.read_bytes()
+    path.write_bytes(b"" if how == "empty" else raw[: len(raw) // 2])
+    for call in (lambda: op3.compound_records(folder, "op3"),
+                 lambda: op3.harmonize(folder, "op3", pd.DataFrame(columns=["source_id", "pubchem_cid",
+                                                                            "cid_method"]))):
+        with pytest.raises(SourceFormatError) as e:
+            call()
+        assert e.value.file == str(path) and e.value.field == "<h5ad>"
+
+
+def test_one_compound_with_two_structures_is_a_format_error(tmp_path):
+    import anndata as ad
+
+    folder = _real_fixture(tmp_path)
+    path = folder / "pseudobulk_filtered_with_uns.h5ad"
+    a = ad.read_h5ad(path)
+    smiles = a.obs["SMILES"].astype(object)
+    smiles.iloc[(a.obs["sm_name"] == "fixture-drug-5").to_numpy().nonzero()[0][0]] = "CCCC"
+    a.obs["SMILES"] = smiles.astype("category")
+    a.write_h5ad(path)
+    with pytest.raises(SourceFormatError) as e:
+        op3.compound_records(folder, "op3")
+    assert e.value.field == "obs/sm_name" and "fixture-drug-5" in e.value.problem

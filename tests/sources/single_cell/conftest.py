@@ -14,19 +14,21 @@ import scipy.sparse as sp
 
 @pytest.fixture(scope="session")
 def tahoe_run(world, tmp_path_factory):
+    from cpb_assets.demo import tahoe as demo_tahoe
     from cpb_assets.sources import tahoe
 
     folder = tmp_path_factory.mktemp("tahoe")
-    files = tahoe.write_synthetic(world, "tahoe100m", folder)
+    files = demo_tahoe.write_synthetic(world, "tahoe100m", folder)
     return folder, files, tahoe.harmonize(folder, "tahoe100m", registry_by(world, "name"))
 
 
 @pytest.fixture(scope="session")
 def sciplex_run(world, tmp_path_factory):
+    from cpb_assets.demo import sciplex as demo_sciplex
     from cpb_assets.sources import sciplex
 
     folder = tmp_path_factory.mktemp("sciplex")
-    files = sciplex.write_synthetic(world, "sciplex", folder)
+    files = demo_sciplex.write_synthetic(world, "sciplex", folder)
     return folder, files, sciplex.harmonize(folder, "sciplex", registry_by(world, "catalog_id"))
 
 

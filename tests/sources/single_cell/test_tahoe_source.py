@@ -15,8 +15,9 @@ import scipy.sparse as sp
 
 from cpb_assets.errors import SourceFormatError
 from cpb_assets.harmonize.schema import validate_harmonized
+from cpb_assets.demo import tahoe as demo_tahoe
 from cpb_assets.sources import tahoe
-from cpb_assets.sources.demo_world import DESIGNS
+from cpb_assets.demo.world import DESIGNS
 
 REPO = Path(__file__).resolve().parents[3]
 REG = pd.DataFrame(columns=["source_id", "pubchem_cid", "cid_method"])
@@ -27,7 +28,7 @@ def test_round_trip_is_valid_and_has_the_designed_samples(tahoe_run):
     d = DESIGNS["tahoe100m"]
     per = d.extra["compounds_per_plate"]
     n_plates = -(-len(d.compounds) // per) * d.replicates
-    expected = n_plates * (per * len(d.doses_uM) + tahoe.CONTROL_WELLS_PER_PLATE) * len(d.cell_types)
+    expected = n_plates * (per * len(d.doses_uM) + demo_tahoe.CONTROL_WELLS_PER_PLATE) * len(d.cell_types)
     assert validate_harmonized(h.adata) == []
     assert h.adata.n_obs == expected == 396
     assert h.adata.obs["plate"].nunique() == n_plates
@@ -81,13 +82,19 @@ def test_fractional_or_negative_counts_are_rejected(world, tmp_path, value, sc):
     _assert_rejected(tmp_path, "X")
 
 
-def test_duplicate_genes_in_var_are_rejected(world, tmp_path, sc):
+def test_duplicate_var_entries_of_one_gene_are_summed(world, tmp_path, sc):
     X, genes, line = sc.twelve_cells(world)
     idx = genes.index.to_numpy().copy()
-    idx[1] = idx[0]
+    idx[1] = idx[0]  # columns 0 and 1 now name one gene: their counts are summed into it
     with pytest.warns(UserWarning):  # anndata warns about non-unique var names
-        sc.write_plate(tmp_path / "plate1_SYNTHETIC_bad.h5ad", X, genes, line, var_index=idx)
-    _assert_rejected(tmp_path, "var")
+        sc.write_plate(tmp_path / "plate1_SYNTHETIC_dup.h5ad", X, genes, line, var_index=idx)
+    h = tahoe.harmonize(tmp_path, "tahoe100m", REG)
+    assert h.adata.n_vars == len(genes) - 1 and h.adata.var_names[0] == idx[0]
+    ctrl = h.adata.obs["is_control"].to_numpy()
+    # the 6 DMSO cells of cell line A549 pass QC: 6 cells x (2 + 2) counts on the merged gene
+    assert h.adata.X[np.flatnonzero(ctrl)[0], 0] == 6 * (X[0, 0] + X[0, 1])
+    q = h.quarantine.to_frame()
+    assert q.loc[q["level"] == "gene", "record_id"].tolist() == [idx[1]]
 
 
 def _peak_rss_kib(folder: Path) -> tuple[int, int]:
@@ -101,16 +108,20 @@ def _peak_rss_kib(folder: Path) -> tuple[int, int]:
 def test_peak_memory_does_not_grow_with_the_number_of_plates(world, tahoe_run, tmp_path):
     folder, files, _ = tahoe_run
     plates = [f for f in files if f.suffix == ".h5ad"]
-    extra = tahoe.plate_layout(world)[:2]
+    extra = demo_tahoe.plate_layout(world)[:2]
     for p, k in zip(extra, (5, 6)):
         p["plate"] = f"plate{k}"
-    more = tahoe.write_plates(world, tmp_path / "extra", extra)
+    more = demo_tahoe.write_plates(world, tmp_path / "extra", extra)
     two, six = tmp_path / "two", tmp_path / "six"
     two.mkdir(), six.mkdir()
     for f in plates[:2]:
         (two / f.name).symlink_to(f)
     for f in plates + more:
         (six / f.name).symlink_to(f)
+    for f in files:  # the gene and drug tables of the release go with every plate set
+        if f.suffix == ".parquet":
+            (two / f.name).symlink_to(f)
+            (six / f.name).symlink_to(f)
     rss2, n2 = _peak_rss_kib(two)
     rss6, n6 = _peak_rss_kib(six)
     assert n6 == 3 * n2  # six plates really were processed
@@ -120,7 +131,7 @@ def test_peak_memory_does_not_grow_with_the_number_of_plates(world, tahoe_run, t
 
 
 def test_unknown_cell_lines_are_quarantined_in_cells(tmp_path):
-    """Hand-built pseudobulk groups: a line outside the context table and a name nobody knows."""
+    """Hand-built pseudobulk groups: a well-formed accession outside the table (kept) and a name nobody knows."""
     from cpb_assets.harmonize.quarantine import Quarantine
 
     groups = pd.DataFrame({
@@ -131,11 +142,11 @@ def test_unknown_cell_lines_are_quarantined_in_cells(tmp_path):
     X = sp.csr_matrix(np.arange(8, dtype=np.int64).reshape(4, 2))
     q = Quarantine("tahoe100m")
     samples, Xk = tahoe._samples(groups, X, q, tmp_path)
-    assert samples["cell_type"].tolist() == ["CVCL_0023", "CVCL_0023"]
-    assert Xk.toarray().tolist() == [[0, 1], [4, 5]]
+    assert samples["cell_type"].tolist() == ["CVCL_0023", "CVCL_1056", "CVCL_0023"]
+    assert Xk.toarray().tolist() == [[0, 1], [2, 3], [4, 5]]
     rows = q.to_frame().set_index("record_id")
-    assert rows["n"].to_dict() == {"CVCL_1056": 41, "NOT-A-LINE": 12}
-    assert set(rows["reason"]) == {"unknown cell line"} and set(rows["level"]) == {"cell"}
+    assert rows["n"].to_dict() == {"NOT-A-LINE": 12}
+    assert set(rows["reason"]) == {"unknown cell line: NOT-A-LINE"} and set(rows["level"]) == {"cell"}
 
 
 def test_round_trip_is_labelled_synthetic_and_uses_dataset_assay(tahoe_run):
