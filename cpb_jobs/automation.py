@@ -29,7 +29,7 @@ EAGER = dg.AutomationCondition.eager()
 # table changes for other partitions (a new PubChem answer, an L1000 I–II edge rescued through
 # another pair) shows as stale in the UI and `cpb status` (docs/automation.md).
 SHARED_TABLES = ("compound_registry", "cellosaurus", "match_candidates")
-PARTITION_EAGER = EAGER.ignore(dg.AssetSelection.keys(*SHARED_TABLES))
+PARTITION_EAGER = EAGER.ignore(dg.AssetSelection.assets(*SHARED_TABLES))
 
 
 def _automated(asset) -> bool:
@@ -52,13 +52,13 @@ def automation_definitions(source_asset) -> tuple[list, list, list]:
     """(jobs, schedules, sensors) of the automation."""
     on = dg.DefaultScheduleStatus.RUNNING if os.environ.get("CPB_AUTOMATION") == "1" else dg.DefaultScheduleStatus.STOPPED
     sensor_on = dg.DefaultSensorStatus.RUNNING if os.environ.get("CPB_AUTOMATION") == "1" else dg.DefaultSensorStatus.STOPPED
-    observe = dg.define_asset_job("observe_sources", selection=dg.AssetSelection.keys(source_asset.key),
+    observe = dg.define_asset_job("observe_sources", selection=dg.AssetSelection.assets(source_asset.key),
                                   description="Observe every source's files; a changed checksum is a new data version.")
     schedule = dg.ScheduleDefinition(name="observe_sources_schedule", job=observe,
                                      cron_schedule=os.environ.get("CPB_OBSERVE_CRON", "0 3 * * *"),
                                      default_status=on, description="Observe the sources (daily by default).")
     sensor = dg.AutomationConditionSensorDefinition(
-        "cpb_automation", target=dg.AssetSelection.all() - dg.AssetSelection.keys(*NOT_AUTOMATED),
+        "cpb_automation", target=dg.AssetSelection.all() - dg.AssetSelection.assets(*NOT_AUTOMATED),
         default_status=sensor_on, minimum_interval_seconds=60,
         description="Materializes the partitions whose upstream data versions changed.")
     return [observe], [schedule], [sensor]

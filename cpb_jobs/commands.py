@@ -114,7 +114,7 @@ def release(tag: str, home: str | None = None, out=None) -> int:
 
     _say(f"cpb release {tag}: copying tables, hashing files, recording lineage …", out)
     with dg.DagsterInstance.get() as instance:
-        result = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=dg.AssetSelection.keys("release"),
+        result = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=dg.AssetSelection.assets("release"),
                                 instance=instance, resources=defs.resources, raise_on_error=False,
                                 run_config={"ops": {"release": {"config": {"tag": tag}}}},
                                 tags={"cpb/launched_by": "cpb release"})

@@ -58,7 +58,7 @@ def _selection(step: str):
     groups["replicate_dataset"] = [replicate_agreement, bootstrap_summary_replicates]
     if step in groups:
         return dg.AssetSelection.assets(*groups[step]) | dg.AssetSelection.checks_for_assets(*groups[step])
-    return dg.AssetSelection.keys(step) | dg.AssetSelection.checks_for_assets(dg.AssetSelection.keys(step))
+    return dg.AssetSelection.assets(step) | dg.AssetSelection.checks_for_assets(step)
 
 
 def _materialize(step: str, key: str | dict | None) -> tuple[str, bool, float, list[str]]:

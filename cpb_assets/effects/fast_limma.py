@@ -228,21 +228,42 @@ def _df(x, df1, df2):
     return stats.f.pdf(x, df1, df2)
 
 
+def _log_t_sf(u: np.ndarray, df: float) -> np.ndarray:
+    """log P(T > t) at t = exp(u), for large t, without underflow or overflow.
+
+    P(T > t) = I_x(df/2, 1/2) / 2 with x = df/(df + t²), and
+    I_x(a, b) = x^a (1−x)^b / (a B(a, b)) · Σ_k [(a+b)_k / (a+1)_k] x^k,
+    evaluated in logs of t.
+    """
+    a, b = df / 2, 0.5
+    u = np.asarray(u, float)
+    lr = math.log(df) - 2 * u  # log(df / t²)
+    log1m = -np.logaddexp(0.0, lr)  # log(t² / (df + t²)) = log(1 − x)
+    logx = lr + log1m  # log(df / (df + t²))
+    x = np.exp(logx)
+    total, term = np.ones_like(x), np.ones_like(x)
+    for k in range(100000):
+        term = term * (a + b + k) / (a + 1 + k) * x
+        total = total + term
+        if np.all(term <= 1e-17 * total):
+            break
+    return math.log(0.5) + a * logx + b * log1m - math.log(a) - special.betaln(a, b) + np.log(total)
+
+
 def _qt_log_upper(logp: np.ndarray, df: float) -> np.ndarray:
     """``qt(logp, df, lower.tail = FALSE, log.p = TRUE)``, also where exp(logp) underflows."""
     logp = np.asarray(logp, float)
     out = stats.t.isf(np.exp(logp), df)
-    bad = ~np.isfinite(out) | (logp < -700)
-    if np.any(bad):
-        tt = np.where(np.isfinite(out[bad]), out[bad], 1e3)
-        target = logp[bad]
-        for _ in range(200):  # Newton on log S(t): d/dt log S = -f/S
-            ls = stats.t.logsf(tt, df)
-            step = (ls - target) / np.exp(stats.t.logpdf(tt, df) - ls)
-            tt = tt + step
-            if np.all(np.abs(step) <= 1e-15 * np.abs(tt)):
-                break
-        out[bad] = tt
+    out[logp == -np.inf] = np.inf  # P underflowed entirely: |t| beyond any finite quantile
+    deep = (~np.isfinite(out) | (logp < -700)) & (logp > -np.inf)
+    if np.any(deep):  # bisection on log t of the series tail (monotone)
+        lo, hi = np.zeros(deep.sum()), np.full(deep.sum(), 700.0)
+        target = logp[deep]
+        for _ in range(90):
+            mid = (lo + hi) / 2
+            above = _log_t_sf(mid, df) > target
+            lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+        out[deep] = np.exp((lo + hi) / 2)
     return out
 
 
@@ -332,48 +353,33 @@ class _Design:
         # samples ordered by indicator, for group sums by np.add.reduceat
         self.perm = np.argsort(np.where(covered, self.group, self.K), kind="stable")[: int(covered.sum())]
         self.starts = np.searchsorted(self.group[self.perm], np.arange(self.K))
+        self.sorted = bool(covered.all() and np.all(np.diff(self.group) >= 0))
         self.P = xk[:, self.dense]
 
     def group_sums(self, m: np.ndarray) -> np.ndarray:
         """(rows × K) sums of the columns (samples) of `m` within each indicator."""
         if self.K == 0:
             return np.zeros((m.shape[0], 0))
+        if self.sorted:  # samples already grouped: no permuted copy
+            return np.add.reduceat(m, self.starts, axis=1)
         return np.add.reduceat(m[:, self.perm], self.starts, axis=1)
 
     def cov_unscaled(self) -> np.ndarray:
-        """(X'X)⁻¹ over the kept columns (the unweighted ``cov.coefficients``)."""
-        inv = _block_inverse(np.ones((1, self.n)), self)
-        return inv[0]
+        """(X'X)⁻¹ over the kept columns (the unweighted ``cov.coefficients``).
 
-
-def _block_inverse(w: np.ndarray, d: _Design) -> np.ndarray:
-    """(X' W_g X)⁻¹ for each row g of `w` (G × n weights), by eliminating the indicator block.
-
-    Only for small G (used for the shared unweighted matrix); returns (G, p, p)
-    in the order of `d.kept` positions.
-    """
-    G = w.shape[0]
-    p = d.K + d.q
-    out = np.zeros((G, p, p))
-    a = np.asarray((sp.csr_matrix(w) @ d.A).todense()).reshape(G, d.K) if d.K else np.zeros((G, 0))
-    for g in range(G):
-        ag = a[g]
-        if d.q:
-            PWA = (d.P * w[g][:, None]).T @ d.A.toarray()  # q × K
-            PWP = (d.P * w[g][:, None]).T @ d.P
-            b = PWA / ag  # q × K
-            S = PWP - b @ PWA.T
-            Sinv = np.linalg.inv(S)
-            AA = np.diag(1.0 / ag) + b.T @ Sinv @ b
-            AP = -b.T @ Sinv
-            M = np.block([[AA, AP], [AP.T, Sinv]])
-        else:
-            M = np.diag(1.0 / ag)
-        order = np.concatenate([d.ind, d.dense]).astype(int)
-        full = np.zeros((p, p))
-        full[np.ix_(order, order)] = M
-        out[g] = full
-    return out
+        Block inverse: with n_k the indicator counts, B = P'A diag(1/n),
+        S = P'P − B A'P, the blocks are diag(1/n) + B'S⁻¹B, −B'S⁻¹ and S⁻¹.
+        """
+        cnt = np.bincount(self.group[self.group >= 0], minlength=self.K).astype(float)
+        if not self.q:
+            return np.diag(1.0 / cnt)
+        PA = self.group_sums(self.P.T)  # q × K
+        b = PA / cnt
+        Sinv = np.linalg.inv(self.P.T @ self.P - b @ PA.T)
+        bS = b.T @ Sinv  # K × q
+        AA = bS @ b
+        AA[np.diag_indices(self.K)] += 1.0 / cnt
+        return np.block([[AA, -bS], [-bS.T, Sinv]])
 
 
 # --------------------------------------------------------------------------- lmFit
@@ -426,7 +432,12 @@ def lm_fit(y: np.ndarray, design: np.ndarray, weights: np.ndarray | None = None)
         rss = np.einsum("gs,gs->g", resid, resid)
         su_kept = np.broadcast_to(np.sqrt(np.diag(V)), (G, rank)).copy()
     else:
-        w = np.asarray(weights, float)
+        # samples reordered by indicator once (the fit does not depend on their order),
+        # so every group sum below is a contiguous reduceat
+        order = np.argsort(np.where(d.group >= 0, d.group, d.K), kind="stable")
+        d = _Design(np.asarray(design, float)[order])
+        y = y[:, order]
+        w = np.asarray(weights, float)[:, order]
         # genes in chunks: the per-gene blocks P'W_gA are q × K each
         step = max(1, int(2e7 // max(1, q * K)))
         bA, bP = np.empty((K, G)), np.empty((q, G))
@@ -773,16 +784,19 @@ def tmixture_matrix(t: np.ndarray, su: np.ndarray, df: np.ndarray, proportion: f
     tabs = np.abs(t)
     maxdf = float(np.max(df))
     low = df < maxdf
-    if np.any(low):
-        tailp = stats.t.logsf(tabs[low], df[low][:, None])
-        tabs[low] = _qt_log_upper(tailp.ravel(), maxdf).reshape(tailp.shape)
-    # the ntarget largest per column, in decreasing order (ties: original order, as R's order())
-    top = np.argpartition(-tabs, ntarget - 1, axis=0)[:ntarget] if ntarget < G else \
+    # the |t| moved to maxdf are monotone in the log tail probability, so the
+    # ntarget largest are found on log P first and only those are converted
+    logp = stats.t.logsf(tabs, df[:, None]) if np.any(low) else -tabs
+    top = np.argpartition(logp, ntarget - 1, axis=0)[:ntarget] if ntarget < G else \
         np.broadcast_to(np.arange(G)[:, None], (G, J))
-    vals = np.take_along_axis(tabs, top, axis=0)
-    o = np.lexsort((top, -vals), axis=0)
-    top = np.take_along_axis(top, o, axis=0)
     tt = np.take_along_axis(tabs, top, axis=0)
+    if np.any(low):
+        conv = low[top]
+        tt[conv] = _qt_log_upper(np.take_along_axis(logp, top, axis=0)[conv], maxdf)
+    # decreasing order (ties: original order, as R's order())
+    o = np.lexsort((top, -tt), axis=0)
+    top = np.take_along_axis(top, o, axis=0)
+    tt = np.take_along_axis(tt, o, axis=0)
     v1 = np.take_along_axis(su, top, axis=0) ** 2
     r = np.arange(1, ntarget + 1)[:, None]
     p0 = 2 * special.stdtr(maxdf, -tt)

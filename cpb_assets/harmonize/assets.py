@@ -22,7 +22,7 @@ from cpb_assets.sources.registry import SOURCES, reader_modules
 from cpb_assets.versioning import code_version
 from cpb_resources.catalog import CatalogResource
 from cpb_resources.compound_registry import CompoundRegistryResource
-from cpb_resources.compute import ComputeResource, ResourceRequest
+from cpb_resources.compute import ComputeResource, ResourceRequest, WorkUnit
 from cpb_resources.sources import SourceCatalogResource
 from cpb_resources.storage import StorageResource, write_h5ad, write_parquet
 
@@ -155,18 +155,20 @@ def _contexts_table(storage: StorageResource) -> tuple[pd.DataFrame | None, str]
 
 
 def compute_plate_runner(context, compute: ComputeResource, ds: str, staging: Path):
-    """A plate runner that pseudobulks each plate as a unit of work on `compute`."""
+    """A plate runner that pseudobulks every plate as its own unit of work on `compute`, all at once
+    (`run_many`: side by side on SLURM, a bounded pool locally), results in plate order."""
     from cpb_assets.harmonize.workloads import read_plate_outputs
 
-    def run(plate: Path, axis: dict):
+    def run(plates: list[Path], axis: dict):
         staging.mkdir(parents=True, exist_ok=True)
-        axis_file = staging / f"{plate.name}.axis.npz"
+        axis_file = staging / "axis.npz"
         np.savez(axis_file, col_map=axis["col_map"], n_out=axis["n_out"], mito=axis["mito"],
                  malat1_col=-1 if axis["malat1_col"] is None else axis["malat1_col"], chunk=axis["chunk"])
-        compute.run(context, "cpb_assets.harmonize.workloads:pseudobulk_plate",
-                    {"dataset": ds, "plate": str(plate), "axis": str(axis_file), "out_dir": str(staging)},
-                    request=PSEUDOBULK_REQUEST)
-        return read_plate_outputs(staging, plate, int(axis["n_out"]))
+        compute.run_many(context, [
+            WorkUnit(f"plate-{i:04d}-{plate.stem}", "cpb_assets.harmonize.workloads:pseudobulk_plate",
+                     {"dataset": ds, "plate": str(plate), "axis": str(axis_file), "out_dir": str(staging)},
+                     PSEUDOBULK_REQUEST) for i, plate in enumerate(plates)])
+        return [read_plate_outputs(staging, plate, int(axis["n_out"])) for plate in plates]
 
     return run
 

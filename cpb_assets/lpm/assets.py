@@ -178,7 +178,7 @@ LPM_CHECKS = [lpm_split_leakage]
 # -- models (h8): checkpoints, fine-tune / scratch runs, compound embeddings, results ---------------------
 from cpb_assets.lpm import results as lpr  # noqa: E402
 from cpb_assets.lpm.train import TrainConfig, load_checkpoint, paper_config, select_source  # noqa: E402
-from cpb_resources.compute import ComputeResource, ResourceRequest  # noqa: E402
+from cpb_resources.compute import ComputeResource, ResourceRequest, WorkUnit  # noqa: E402
 from cpb_resources.mlflow import MlflowResource  # noqa: E402
 
 LPM_MODEL_MODULES = ["cpb_assets.lpm.model", "cpb_assets.lpm.train", "cpb_assets.lpm.workloads",
@@ -332,7 +332,11 @@ def lpm_finetuned(context: dg.AssetExecutionContext, config: LpmTrainConfig, sto
                        "source_val_rmse": round(src_val, 5)}
     runs = [_run_params(storage, mlflow, manifest, variant, s, config, lpr.run_dir(lpm_root, variant.key, s, target),
                         target=target, **extra) for s in config.run_seeds]
-    res = compute.run(context, "cpb_assets.lpm.workloads:train_runs", {"runs": runs}, request=config.request)
+    # one unit per seed: side by side on SLURM (each its own job, GPU when configured)
+    results = compute.run_many(context, [
+        WorkUnit(f"seed-{p['config']['seed']}", "cpb_assets.lpm.workloads:train_runs", {"runs": [p]}, config.request)
+        for p in runs])
+    res = {"runs": [r["runs"][0] for r in results]}
     table = pd.DataFrame([{"seed": int(p["config"]["seed"]), "epoch": r["selection"].get(target, {}).get("epoch"),
                            "val_rmse": r["selection"].get(target, {}).get("val_rmse"),
                            "test_rmse": r["selection"].get(target, {}).get("test_rmse"),

@@ -371,8 +371,9 @@ def _plate_files(folder: Path) -> list[Path]:
 
 # A plate runner pseudobulks one plate file and returns (groups, counts, quarantine rows);
 # the default runs in this process, the harmonized asset passes one that runs each
-# plate as a unit of work on the compute resource (local subprocess or SLURM job).
-PlateRunner = Callable[[Path, dict], tuple[pd.DataFrame, sp.csr_matrix, list[dict]]]
+# plate as a unit of work on the compute resource (local subprocesses or SLURM jobs): it receives every
+# plate at once, so the plates run side by side, and returns their results in plate order.
+PlateRunner = Callable[[list[Path], dict], list[tuple[pd.DataFrame, sp.csr_matrix, list[dict]]]]
 PLATE_UNITS = True  # harmonize() accepts a plate_runner
 
 
@@ -382,9 +383,10 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame, *,
 
     Plates are read one after another (and each in chunks of `chunk` cells);
     only the small per-plate pseudobulks are kept between plates. Each plate
-    is one unit of work: `plate_runner` (default: in this process) receives
-    the plate file and the gene axis ``{"col_map", "n_out", "mito",
-    "malat1_col", "chunk"}``.
+    is one unit of work: `plate_runner` (default: in this process, one plate
+    after another) receives every plate file and the gene axis ``{"col_map",
+    "n_out", "mito", "malat1_col", "chunk"}`` and returns the plates' results
+    in order.
     """
     folder = Path(folder)
     files = _plate_files(folder)
@@ -398,16 +400,16 @@ def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame, *,
     mito = pb.mito_mask(genes["symbol"])
     malat1_col = int(genes.index.get_loc(pb.MALAT1_ENSEMBL)) if pb.MALAT1_ENSEMBL in genes.index else None
     axis = {"col_map": col_map, "n_out": len(genes), "mito": mito, "malat1_col": malat1_col, "chunk": chunk}
-    plates = []
     for path in files:
-        var = read_plate_var(path)
-        if not var.equals(var0):
+        if not read_plate_var(path).equals(var0):
             raise SourceFormatError(path, "var", f"gene axis differs from {files[0].name}")
-        if plate_runner is None:
+    plates = []
+    if plate_runner is None:
+        for path in files:
             plates.append(pseudobulk_plate(path, col_map=col_map, n_out=len(genes), mito=mito,
                                            malat1_col=malat1_col, q=q, chunk=chunk))
-        else:
-            groups, counts, qrows = plate_runner(path, axis)
+    else:
+        for groups, counts, qrows in plate_runner(files, axis):
             q.rows.extend(qrows)
             plates.append((groups, counts))
     groups = pd.concat([g for g, _ in plates], ignore_index=True)

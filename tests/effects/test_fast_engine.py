@@ -211,3 +211,11 @@ def test_nothing_to_fit_and_no_residual_df():
     X, levels = design_of(["D", "T"])
     with pytest.raises(LimmaFitError, match="stratum 's2'"):
         fl.fit_fast(normalized_values(rng, 10, 2), list("abcdefghij"), X, contrasts_of(X, levels, "D"), True, "s2")
+
+
+def test_t_quantile_in_the_deep_log_tail_matches_r():
+    ro = r_objects()
+    logp = np.array([-1.0, -50.0, -400.0, -800.0, -2000.0])
+    for df in (4.0, 30.0, 250.0):
+        r = np.array(ro.r["qt"](ro.FloatVector(logp), df, lower_tail=False, log_p=True))
+        np.testing.assert_allclose(fl._qt_log_upper(logp, df), r, rtol=1e-8)  # R: Newton to ~1e-9
