@@ -1,4 +1,4 @@
-"""The fast DE engine (``cpb_assets/effects/fast_limma.py``) against the R route, side by side.
+"""The fast DE engine (``cpb_resources/fast_limma.py``) against the R route, side by side.
 
 Inputs are SYNTHETIC and seeded (issue 15's two DE workloads):
 
@@ -92,7 +92,7 @@ def _parity(r, f) -> tuple[str, bool]:
 
 
 def _side_by_side(name, case, size, x, X, C, normalized, reps):
-    from cpb_assets.effects.fast_limma import fit_fast
+    from cpb_resources.fast_limma import fit_fast
     from cpb_resources.limma import fit_limma
 
     genes = [f"G{i}" for i in range(x.shape[0])]
@@ -105,7 +105,7 @@ def _side_by_side(name, case, size, x, X, C, normalized, reps):
 
 
 def _alone(case, size, x, X, C, normalized, reps):
-    from cpb_assets.effects.fast_limma import fit_fast
+    from cpb_resources.fast_limma import fit_fast
 
     genes = [f"G{i}" for i in range(x.shape[0])]
     med, times, _ = median_times({"fast": lambda: fit_fast(x, genes, X, C, normalized, "bench")}, reps)

@@ -261,9 +261,13 @@ class LimmaResource(dg.ConfigurableResource):
     ----------
     script_path
         Path of ``limma_de.R``; empty: ``$CPB_LIMMA_SCRIPT`` or the repository copy.
+    engine
+        ``r`` (default, the reference): limma/edgeR in R. ``fast``: the numpy engine of
+        :mod:`cpb_resources.fast_limma`, equal to R to ~1e-13 in the parity tests (docs/de.md).
     """
 
     script_path: str = ""
+    engine: str = "r"
 
     def script(self) -> Path:
         return Path(self.script_path).resolve() if self.script_path else default_script_path()
@@ -271,6 +275,12 @@ class LimmaResource(dg.ConfigurableResource):
     def fit(self, x: np.ndarray, genes: list[str], design: pd.DataFrame, contrasts: pd.DataFrame,
             normalized: bool, stratum: str) -> LimmaResult:
         """See :func:`fit_limma`."""
+        if self.engine == "fast":
+            from cpb_resources.fast_limma import fit_fast
+
+            return fit_fast(x, genes, design, contrasts, normalized, stratum)
+        if self.engine != "r":
+            raise ValueError(f"DE engine must be 'r' or 'fast', got {self.engine!r}")
         return fit_limma(x, genes, design, contrasts, normalized, stratum, script=self.script())
 
     def versions(self) -> dict[str, str]:

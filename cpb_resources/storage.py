@@ -160,7 +160,7 @@ class StorageResource(dg.ConfigurableResource):
                         raise TimeoutError(f"{asset}[{partition}] stayed locked by another run for {timeout_s:.0f} s "
                                            f"({path})") from None
                     if log is not None and waited >= next_log:
-                        log.info(f"{asset}[{partition}]: another run is materializing it; waiting ({path})")
+                        log.warning(f"{asset}[{partition}]: another run is materializing it; waiting ({path})")
                         next_log += 60
                     time.sleep(0.2)
             fh.seek(0)

@@ -1,4 +1,5 @@
 """DE assets: one limma DE table per dataset × labeling mode (METHODS §3)."""
+import os
 import shutil
 import time
 import uuid
@@ -14,7 +15,7 @@ from cpb_assets.effects.strata import DEUnit, plan_units
 from cpb_assets.harmonize.assets import harmonized_adata
 from cpb_assets.versioning import code_version
 from cpb_resources.catalog import CatalogResource
-from cpb_resources.compute import ComputeResource, ResourceRequest
+from cpb_resources.compute import ComputeResource, ResourceRequest, WorkUnit
 from cpb_resources.storage import StorageResource, atomic_path
 
 MODES = ["group", "sep"]
@@ -35,52 +36,78 @@ def unit_request(units: list[DEUnit], obs: pd.DataFrame, n_genes: int) -> Resour
     return ResourceRequest(cpus=1, mem_mb=max(mem, 1024), time_min=DE_TIME_MIN)
 
 
+class DEConfig(dg.Config):
+    """``engine``: ``r`` (limma/edgeR in R, the reference and default) or ``fast`` (the numpy engine,
+    equal to R to ~1e-13 in the parity tests; docs/de.md)."""
+
+    engine: str = "r"
+
+
 @dg.asset(
     partitions_def=de_partitions,
     deps=[dg.AssetDep(harmonized_adata, partition_mapping=dg.MultiToSingleDimensionPartitionMapping(
         partition_dimension_name="dataset"))],
     group_name="effects",
     code_version=code_version("cpb_assets.effects.de", "cpb_assets.effects.strata", "cpb_assets.effects.labels",
-                              "cpb_assets.effects.workloads", "cpb_assets.effects.assemble", "cpb_resources.limma"),
+                              "cpb_assets.effects.workloads", "cpb_assets.effects.assemble", "cpb_resources.limma",
+                              "cpb_resources.fast_limma"),
     kinds={"r", "python", "duckdb"},
     description="limma/edgeR signatures: one row per contrast × gene (DuckDB view `de`), fit diagnostics per "
                 "stratum and batch (view `de_strata`). Each stratum/batch is a unit of work on the compute "
                 "resource.",
 )
-def de_table(context: dg.AssetExecutionContext, storage: StorageResource, catalog: CatalogResource,
-             compute: ComputeResource) -> dg.MaterializeResult:
+def de_table(context: dg.AssetExecutionContext, config: DEConfig, storage: StorageResource,
+             catalog: CatalogResource, compute: ComputeResource) -> dg.MaterializeResult:
     keys = context.partition_key.keys_by_dimension
     ds, mode = keys["dataset"], keys["mode"]
+    # one run at a time per partition (a second run waits here); the kernel releases it if this process dies
+    with storage.partition_lock("de_table", f"{ds}|{mode}", context.log):
+        return _de_partition(context, storage, catalog, compute, ds, mode, config.engine)
+
+
+def _de_partition(context: dg.AssetExecutionContext, storage: StorageResource, catalog: CatalogResource,
+                  compute: ComputeResource, ds: str, mode: str, engine: str) -> dg.MaterializeResult:
     t0 = time.perf_counter()
-    h5ad = storage.harmonized_path(ds)
+    final = storage.path("tables", "de", f"dataset={ds}", f"mode={mode}")
+    # under the partition lock, staging and temporary folders of this partition belong to a run that
+    # died (SIGKILL, power loss): remove them before starting
+    for orphan in [*storage.path("work", "de", ds, mode).glob("*"), *final.parent.glob(f".{final.name}.*.tmp")]:
+        context.log.warning(f"removing what a killed run left: {orphan}")
+        shutil.rmtree(orphan, ignore_errors=True)
+    staging = storage.path("work", "de", ds, mode, uuid.uuid4().hex[:12])
+    staging.mkdir(parents=True, exist_ok=True)
+    # the units read the exact harmonized version they were planned from: a hard link to it (a
+    # re-harmonization meanwhile replaces the path by rename, never the linked file)
+    h5ad = staging / "planned.h5ad"
+    try:
+        os.link(storage.harmonized_path(ds).resolve(), h5ad)
+    except OSError:
+        shutil.copy2(storage.harmonized_path(ds), h5ad)
     backed = ad.read_h5ad(h5ad, backed="r")
     obs, n_genes = backed.obs.copy(), backed.n_vars
     backed.file.close()
     units, skipped = plan_units(obs, ds, mode)
     context.log.info(f"DE {ds}/{mode}: {len(units)} units of work, {len(skipped)} strata skipped while planning")
-    staging = storage.path("work", "de", ds, mode, uuid.uuid4().hex[:12])
-    # local: one call fits every unit (R starts once); SLURM: one job per stratum/batch, memory sized per unit
-    groups = [units] if compute.mode == "local" else [[u] for u in units]
-    job_ids, requests = [], []
-    final = storage.path("tables", "de", f"dataset={ds}", f"mode={mode}")
+    # local: one unit of work fits every stratum (R starts once); SLURM: one job per stratum/batch, all
+    # submitted at once (run_many), memory sized per unit
+    groups = [g for g in ([units] if compute.mode == "local" else [[u] for u in units]) if g]
+    work = [WorkUnit(f"{ds}-{mode}-{i:04d}", "cpb_assets.effects.workloads:de_units",
+                     {"h5ad": str(h5ad), "units": [u.to_json() for u in group], "out_dir": str(staging),
+                      "engine": engine}, unit_request(group, obs, n_genes)) for i, group in enumerate(groups)]
+    requests = [w.request.mem_mb for w in work]
     try:
-        for group in groups:
-            if not group:
-                continue
-            request = unit_request(group, obs, n_genes)
-            requests.append(request.mem_mb)
-            result = compute.run(context, "cpb_assets.effects.workloads:de_units",
-                                 {"h5ad": str(h5ad), "units": [u.to_json() for u in group], "out_dir": str(staging)},
-                                 request=request)
-            job_ids += [result["compute"]["slurm_job_id"]] if result["compute"].get("slurm_job_id") else []
+        results = compute.run_many(context, work)
+        job_ids = [r["compute"]["slurm_job_id"] for r in results if r["compute"].get("slurm_job_id")]
+        fit_usage = [{k: r["compute"].get(k) for k in ("unit", "max_rss_mb", "elapsed_s", "attempts")}
+                     for r in results]
         del obs
         with atomic_path(final, is_dir=True) as tmp:  # the partition appears whole or not at all
             strata = assemble_de(staging, units, skipped, tmp, ds, mode)
+        strata_dir = storage.path("tables", "de_strata", f"dataset={ds}", f"mode={mode}")
+        with atomic_path(strata_dir, is_dir=True) as tmp:
+            strata.drop(columns=HIVE_KEYS).to_parquet(tmp / "part.parquet", index=False)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    strata_dir = storage.path("tables", "de_strata", f"dataset={ds}", f"mode={mode}")
-    with atomic_path(strata_dir, is_dir=True) as tmp:
-        strata.drop(columns=HIVE_KEYS).to_parquet(tmp / "part.parquet", index=False)
     catalog.refresh()
     summary = partition_summary(final)
     ok = strata["status"] == "ok"
@@ -89,9 +116,10 @@ def de_table(context: dg.AssetExecutionContext, storage: StorageResource, catalo
     return dg.MaterializeResult(metadata={
         **summary,
         "strata_ok": int(ok.sum()), "strata_skipped": int((~ok).sum()),
-        "route": DATASET_INFO[ds].route, "compute_mode": compute.mode,
+        "route": DATASET_INFO[ds].route, "compute_mode": compute.mode, "engine": engine,
         "slurm_job_ids": dg.MetadataValue.json(job_ids),
         "mem_mb_requested_max": max(requests) if requests else 0,
+        "units": dg.MetadataValue.json(fit_usage),
         "strata": dg.MetadataValue.md(table.to_markdown(index=False)),
         "seconds": round(time.perf_counter() - t0, 2),
     })

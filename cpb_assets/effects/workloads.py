@@ -28,10 +28,12 @@ def de_units(params: dict) -> dict:
         List of ``DEUnit.to_json()`` strings.
     out_dir
         Absolute folder for the per-unit Parquet files.
+    engine
+        ``r`` (default) or ``fast`` (:class:`~cpb_resources.limma.LimmaResource`).
     """
     units = [DEUnit.from_json(text) for text in params["units"]]
     out_dir = Path(params["out_dir"])
-    rows = fit_units(params["h5ad"], units, LimmaResource(), out_dir)
+    rows = fit_units(params["h5ad"], units, LimmaResource(engine=params.get("engine", "r")), out_dir)
     outputs = [str(p) for u in units for p in staged_paths(out_dir, u)]
     return {"outputs": outputs, "metadata": {
         "units": len(units), "contrasts": int(sum(int(r["n_contrasts"] or 0) for r in rows)),

@@ -112,8 +112,10 @@ def harmonized_adata(context: dg.AssetExecutionContext, storage: StorageResource
     if bad:  # nothing is written for an invalid product
         raise dg.Failure(description=f"{ds}: harmonized AnnData violates the schema: {bad}")
     adata = result.adata
-    write_h5ad(adata, storage.harmonized_path(ds))
-    write_harmonized_tables(storage, ds, adata, result.quarantine.to_frame(), result.unmapped_genes)
+    # two runs of one partition publish in turn, so the h5ad and its tables come from the same run
+    with storage.partition_lock("harmonized_adata", ds, context.log):
+        write_h5ad(adata, storage.harmonized_path(ds))
+        write_harmonized_tables(storage, ds, adata, result.quarantine.to_frame(), result.unmapped_genes)
     catalog.refresh()
     q = result.quarantine.to_frame()
     obs = adata.obs

@@ -1,4 +1,4 @@
-"""The fast DE engine (cpb_assets/effects/fast_limma.py) against R limma/edgeR.
+"""The fast DE engine (cpb_resources/fast_limma.py) against R limma/edgeR.
 
 Oracle: the R route itself (``cpb_resources.limma.fit_limma`` running
 ``r_scripts/limma_de.R``: filterByExpr, TMM, voom, lmFit, contrasts.fit,
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cpb_assets.effects import fast_limma as fl
+from cpb_resources import fast_limma as fl
 from cpb_resources.limma import LimmaFitError, NothingToFit, fit_limma, r_objects
 
 pytestmark = pytest.mark.r
