@@ -114,7 +114,7 @@ def _run_all(step: str, keys: list, workers: int) -> list[str]:
 DEMO_LPM_VARIANTS = ["all", "all_morgan_fixed", "all_morgan_learned", "scalar_all", "scalar_l1000"]
 DEMO_LPM_TARGETS = ["l1000_phase2", "novartis_drugseq"]
 OP3_DEMO_SEEDS = ["0", "1"]
-STAGES = ["de", "lpm_data", "all", "release"]
+STAGES = ["de", "lpm_data", "agreement", "all", "release"]
 
 
 def _run_lpm_models(lpm_ready: list[str], workers: int) -> list[str]:
@@ -183,8 +183,6 @@ def main(argv: list[str] | None = None) -> int:
         failed += _run_all("lpm_split", [None], 1)
     if args.until == "lpm_data":
         return _done(home, t_all, failed)
-    if lpm_ready and "lpm_split" not in failed:
-        failed += _run_lpm_models(lpm_ready, workers)
     print("Agreement: stage-1 match candidates, every dataset pair (matches, scores), report")
     de_group = [ds for ds in datasets if f"de_table[{ds}|group]" not in failed
                 and {"dataset": ds, "mode": "group"} in keys]
@@ -199,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         de_sep = [ds for ds in datasets if {"dataset": ds, "mode": "sep"} in keys and f"de_table[{ds}|sep]" not in failed]
         failed += _run_all("replicate_dataset", de_sep, workers)
         failed += _run_all("agreement_report", [None], 1)
+    if args.until == "agreement":
+        return _done(home, t_all, failed)
+    if lpm_ready and "lpm_split" not in failed:
+        failed += _run_lpm_models(lpm_ready, workers)
     if "op3" in de_group:
         print(f"OP3 downstream: targets and re-split, descriptors, two-stage predictor × seeds {OP3_DEMO_SEEDS}, results")
         failed += _run_all("op3_targets", [None], 1)

@@ -68,9 +68,9 @@ def _demo_home(tmp_path_factory, name: str, datasets: list[str], until: str) -> 
 def l1000_home(tmp_path_factory) -> Path:
     """A CPB_HOME where the demo's two L1000 partitions went through Dagster
     (raw source, compound registry, harmonized AnnData, DE tables, with checks)."""
-    # the demo's steps up to the LPM training tables, splits and shards; the training, agreement and
-    # OP3 stages have their own (smaller) asset tests, and `make demo` runs them all
-    return _demo_home(tmp_path_factory, "l1000_home", ["l1000_phase1", "l1000_phase2"], until="lpm_data")
+    # the demo's steps up to the LPM training tables and the agreement stage (the pair, replicates,
+    # report); LPM training and OP3 have their own (smaller) asset tests, and `make demo` runs them all
+    return _demo_home(tmp_path_factory, "l1000_home", ["l1000_phase1", "l1000_phase2"], until="agreement")
 
 
 @pytest.fixture(scope="session")

@@ -89,3 +89,38 @@ def test_chromium_renders_partitions_page(ui, tmp_path):
     shot = tmp_path / "harmonized_partitions.png"
     subprocess.run([*args, f"--screenshot={shot}", url], capture_output=True, timeout=120)
     assert shot.stat().st_size > 10_000  # a real rendered page, not an empty canvas
+
+
+ARTIFACTS = Path(os.environ.get("CPB_TEST_ARTIFACTS", REPO / ".cpb" / "test-artifacts")) / "ui"
+
+
+def _chromium(tmp_path, url: str, shot_name: str) -> str:
+    """The page's DOM after rendering; a screenshot kept as a test artefact."""
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is installed by scripts/install-system"
+    args = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900",
+            "--virtual-time-budget=20000"]
+    dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / shot_name
+    subprocess.run([*args, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 5_000, shot
+    return dom
+
+
+def test_release_lineage_page_shows_its_upstream_stages(ui, tmp_path):
+    dom = _chromium(tmp_path, f"http://127.0.0.1:{ui}/assets/release?view=lineage&lineageScope=upstream",
+                    "release_lineage.png")
+    for upstream in ("de_table", "harmonized_adata"):
+        assert upstream in dom, f"{upstream} not drawn in the release's lineage"
+
+
+def test_agreement_report_png_opens(ui, tmp_path, l1000_home):
+    data = _graphql(ui, '{ assetNodes(assetKeys: [{path: ["agreement_report"]}]) { assetMaterializations(limit: 1) '
+                        '{ metadataEntries { label ... on PathMetadataEntry { path } } } } }')
+    entries = data["assetNodes"][0]["assetMaterializations"][0]["metadataEntries"]
+    pngs = [e["path"] for e in entries if e.get("path", "").endswith(".png")]
+    assert pngs, f"no PNG path in the agreement report's metadata: {[e['label'] for e in entries]}"
+    png = Path(pngs[0])
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _chromium(tmp_path, png.as_uri(), "agreement_report.png")
