@@ -443,9 +443,11 @@ def replicate_agreement_rules(context: dg.AssetCheckExecutionContext, storage: S
             if ((conds[col] < lo - 1e-12) | (conds[col] > hi + 1e-12)).any():
                 problems.append(f"{col} outside its range")
     if len(ret):
-        per_stratum = ret.groupby(["cell_type", "time_h"])["query_row"].transform("nunique")
-        if (ret["n_candidates"] > per_stratum - 1).any():
-            problems.append("a query could retrieve itself")
+        # every query of a stratum ranks the same pool less itself: one candidate count per stratum
+        # (not every row becomes a query — it needs a positive — so the pool is not the query count)
+        per_stratum = ret.groupby(["cell_type", "time_h", "similarity"])["n_candidates"].transform("nunique")
+        if (per_stratum > 1).any():
+            problems.append("queries of one stratum rank pools of different sizes")
         problems += [p for p in check_retrieval(ret.assign(direction="x", target_dataset="")) if "retrieved" not in p]
     return dg.AssetCheckResult(passed=not problems, metadata={"rows": len(conds), "retrieval_rows": len(ret),
                                                               "problems": problems})

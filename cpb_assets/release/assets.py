@@ -19,17 +19,37 @@ from cpb_resources.storage import StorageResource
 
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RAW_SOURCE = "raw_source"
-# the products a release freezes; each stage appends its released assets here
-RELEASED_ASSETS = [harmonized_adata, de_table]
+from cpb_assets.agreement.assets import agreement_report  # noqa: E402
+from cpb_assets.lpm.assets import lpm_results  # noqa: E402
+from cpb_assets.op3.assets import op3_results  # noqa: E402
+
+# the products a release freezes (their ancestors enter the manifest's lineage)
+RELEASED_ASSETS = [harmonized_adata, de_table, agreement_report, lpm_results, op3_results]
 
 
 class ReleaseConfig(dg.Config):
     tag: str = "demo"
 
 
+def stage_graph():
+    """The asset graph of every stage (a run's own job may hold only the release and its direct deps)."""
+    from cpb_assets.agreement.assets import AGREEMENT_ASSETS
+    from cpb_assets.lpm.assets import LPM_ASSETS
+    from cpb_assets.op3.assets import OP3_ASSETS
+    from cpb_assets.reference.assets import cellosaurus
+    from cpb_assets.harmonize.assets import compound_registry
+    from cpb_assets.sources.assets import raw_source, source_files
+
+    assets = [source_files, raw_source, cellosaurus, compound_registry, harmonized_adata, de_table,
+              *AGREEMENT_ASSETS, *LPM_ASSETS, *OP3_ASSETS, release]
+    from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
+
+    return AssetGraph.from_assets(assets)  # the graph only: no resources are needed to read lineage
+
+
 def partition_records(context: dg.AssetExecutionContext, storage: StorageResource) -> list[PartitionRecord]:
     """Every materialized partition of every asset upstream of the release, as the instance recorded it."""
-    graph = context.repository_def.asset_graph
+    graph = stage_graph()
     instance = context.instance
     keys = graph.get_ancestor_asset_keys(context.asset_key)
     records = []
