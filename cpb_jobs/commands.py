@@ -30,13 +30,26 @@ def status(home: str | None = None, asset: str | None = None, show_all: bool = F
     prepare_environment(home)
     import dagster as dg
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContext
 
     from cpb_jobs.definitions import defs
+
+    class Loading(LoadingContext):  # the batch loaders Dagster's staleness resolver reads the instance through
+        def __init__(self, instance):
+            self._instance, self._loaders = instance, {}
+
+        @property
+        def instance(self):
+            return self._instance
+
+        @property
+        def loaders(self):
+            return self._loaders
 
     graph = defs.resolve_asset_graph()
     rows, counts = [], {}
     with dg.DagsterInstance.get() as instance:
-        resolver = CachingStaleStatusResolver(instance, graph)
+        resolver = CachingStaleStatusResolver(instance, graph, Loading(instance))
         for key in sorted(graph.materializable_asset_keys, key=lambda k: k.to_user_string()):
             name = key.to_user_string()
             if asset and name != asset:
@@ -121,7 +134,10 @@ def release(tag: str, home: str | None = None, out=None) -> int:
     if not result.success:
         for ev in result.all_events:
             if ev.is_step_failure:
-                _say(f"cpb release: {ev.step_failure_data.error.message.strip()[:600]}", out)
+                error = ev.step_failure_data.error
+                while error.cause is not None:  # the user code's own error, not Dagster's wrapper
+                    error = error.cause
+                _say(f"cpb release: {error.message.strip()[:600]}", out)
         return 1
     (mat,) = result.asset_materializations_for_node("release")
     meta = {k: v.value for k, v in mat.metadata.items()}
