@@ -64,10 +64,8 @@ def test_raising_workload_fails_step_with_remote_traceback(slurm_env, tmp_path, 
     monkeypatch.setenv("CPB_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CPB_COMPUTE", "slurm")
     token = f"boom-{tmp_path.name}"
-    result = materialize_demo(
-        ComputeResource.from_env().model_copy(update={"max_retries": 0}), workload="cpb_resources.workloads.demo:fail",
-        message=token,
-    )
+    monkeypatch.setenv("CPB_COMPUTE_RETRIES", "0")
+    result = materialize_demo(ComputeResource.from_env(), workload="cpb_resources.workloads.demo:fail", message=token)
     assert not result.success
     text = failure_text(result)
     assert f"ValueError: {token}" in text
@@ -101,8 +99,9 @@ def test_scancel_mid_run_leaves_no_partial_output_and_rerun_is_identical(slurm_e
 
     watcher = threading.Thread(target=cancel_when_half_written, daemon=True)
     watcher.start()
-    no_retry = ComputeResource.from_env().model_copy(update={"max_retries": 0})  # a killed unit is not run again
-    result = materialize_demo(no_retry, out=str(out), n_rows=300, seed=11, sleep_s=120)
+    monkeypatch.setenv("CPB_COMPUTE_RETRIES", "0")  # a killed unit is not run again
+    result = materialize_demo(ComputeResource.from_env(), out=str(out), n_rows=300, seed=11, sleep_s=120)
+    monkeypatch.delenv("CPB_COMPUTE_RETRIES")
     watcher.join(timeout=5)
     assert "job" in cancelled, "the job never reached its half-written state"
     assert not result.success

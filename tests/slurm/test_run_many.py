@@ -126,7 +126,9 @@ def test_slurm_units_run_as_concurrent_jobs_with_metrics(slurm_env, tmp_path, mo
 def test_slurm_retry_then_success_and_failure_names_the_job(slurm_env, tmp_path, monkeypatch):
     monkeypatch.setenv("CPB_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CPB_COMPUTE", "slurm")
-    compute = ComputeResource.from_env().model_copy(update={"max_retries": 1})
+    monkeypatch.setenv("CPB_COMPUTE_RETRIES", "1")
+    compute = ComputeResource.from_env()
+    assert compute.max_retries == 1
     units = [WorkUnit("flaky", "cpb_resources.workloads.demo:fail_once",
                       {"flag": str(tmp_path / "flag"), "out": str(tmp_path / "f.parquet"), "n_rows": 6}, SMALL),
              WorkUnit("doomed", "cpb_resources.workloads.demo:fail", {"message": "always-fails"}, SMALL)]
