@@ -77,3 +77,46 @@ def l1000_home(tmp_path_factory) -> Path:
 def count_home(tmp_path_factory) -> Path:
     """The same for a count-route dataset (VCPI-0001: edgeR/voom route, two cell lines)."""
     return _demo_home(tmp_path_factory, "count_home", ["vcpi_0001"], until="de")
+
+
+@pytest.fixture(scope="session")
+def ingest_real_layouts():
+    """``ingest(home, datasets, catalog_for)``: the production path of ``cpb ingest`` for several real-layout
+    fixtures — raw_source per partition, the compound registry once, harmonized_adata (with its checks) per
+    partition — in the Dagster instance of `home`. ``catalog_for(partition)`` gives the partition's
+    SourceCatalogResource. Returns ``{dataset: (exit status, failures + cpb ingest summary)}``."""
+
+    def ingest(home: Path, datasets, catalog_for) -> dict:
+        import dagster as dg
+
+        from cpb_jobs.cli import summary_lines
+        from cpb_jobs.definitions import ALL_ASSETS, ALL_CHECKS
+        from cpb_jobs.demo import prepare_environment
+        from cpb_jobs.resources import build_resources
+        from cpb_resources.compound_registry import CompoundRegistryResource
+
+        by_key = {a.key.to_user_string(): a for a in ALL_ASSETS}
+        logs = {}
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CPB_HOME", str(home))
+            mp.setenv("DAGSTER_HOME", str(home / "dagster"))
+            prepare_environment(str(home))
+
+            def run(step, partition=None):
+                resources = {**build_resources(), "source_catalog": catalog_for(partition),
+                             "compound_resolver": CompoundRegistryResource(demo_synonyms=False)}
+                sel = dg.AssetSelection.assets(by_key[step]) | dg.AssetSelection.checks_for_assets(by_key[step])
+                with dg.DagsterInstance.get() as instance:
+                    return dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=sel, instance=instance,
+                                          partition_key=partition, resources=resources, raise_on_error=False)
+
+            ok = {ds: run("raw_source", ds).success for ds in datasets}
+            assert run("compound_registry").success
+            for ds in datasets:
+                r = run("harmonized_adata", ds)
+                failures = [ev.step_failure_data.error.message for ev in r.all_events if ev.is_step_failure]
+                logs[ds] = (0 if ok[ds] and r.success else 1,
+                            "\n".join(failures + (summary_lines(home, ds) if r.success else [])))
+        return logs
+
+    return ingest

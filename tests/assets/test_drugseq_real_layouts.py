@@ -29,46 +29,18 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def ingested(tmp_path_factory):
+def ingested(tmp_path_factory, ingest_real_layouts):
     """raw_source of the four partitions from a landing root of fixture copies, the registry once, then harmonize."""
     import shutil
 
-    import dagster as dg
-
-    from cpb_jobs.cli import summary_lines
-    from cpb_jobs.definitions import ALL_ASSETS, ALL_CHECKS
-    from cpb_jobs.resources import build_resources
-    from cpb_resources.compound_registry import CompoundRegistryResource
     from cpb_resources.sources import SourceCatalogResource
 
     home = tmp_path_factory.mktemp("drugseq_real")
     landing = home / "landing"
     for ds in EXPECTED:
         shutil.copytree(DATA / ds, landing / ds)  # exact release names: nothing to download
-    by_key = {a.key.to_user_string(): a for a in ALL_ASSETS}
-    logs = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CPB_HOME", str(home))
-        mp.setenv("DAGSTER_HOME", str(home / "dagster"))
-        from cpb_jobs.demo import prepare_environment
-        prepare_environment(str(home))
-        resources = {**build_resources(), "source_catalog": SourceCatalogResource(profile="real", landing=str(landing)),
-                     "compound_resolver": CompoundRegistryResource(demo_synonyms=False)}
-
-        def run(step, partition=None):
-            sel = dg.AssetSelection.assets(by_key[step]) | dg.AssetSelection.checks_for_assets(by_key[step])
-            with dg.DagsterInstance.get() as instance:
-                return dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=sel, instance=instance,
-                                      partition_key=partition, resources=resources, raise_on_error=False)
-
-        ok = {ds: run("raw_source", ds).success for ds in EXPECTED}
-        assert run("compound_registry").success
-        for ds in EXPECTED:
-            r = run("harmonized_adata", ds)
-            failures = [ev.step_failure_data.error.message for ev in r.all_events if ev.is_step_failure]
-            logs[ds] = (0 if ok[ds] and r.success else 1,
-                        "\n".join(failures + (summary_lines(home, ds) if r.success else [])))
-    return home, logs
+    catalog = SourceCatalogResource(profile="real", landing=str(landing))
+    return home, ingest_real_layouts(home, list(EXPECTED), lambda partition: catalog)
 
 
 @pytest.mark.parametrize("ds", list(EXPECTED))
