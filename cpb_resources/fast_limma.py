@@ -35,7 +35,7 @@ import scipy.sparse as sp
 from scipy import special, stats
 from scipy.interpolate import BSpline
 
-from cpb_resources.limma import SAFE_NAME, TABLE_COLUMNS, LimmaFitError, LimmaResult, NothingToFit
+from cpb_resources.limma import TABLE_COLUMNS, LimmaFitError, LimmaResult, NothingToFit, checked_fit_inputs
 
 QR_TOL = 1e-7  # tolerance of R's qr() (LINPACK dqrdc2), which lm.fit uses
 DBL_EPS = np.finfo(float).eps
@@ -960,15 +960,8 @@ def fit_fast(x: np.ndarray, genes: list[str], design: pd.DataFrame, contrasts: p
     LimmaFitError
         The fit is impossible (no residual df, a contrast on an aliased column …).
     """
-    x = np.asarray(x, dtype=float)
+    x = checked_fit_inputs(x, genes, design, contrasts, stratum)
     n_genes, n_samples = x.shape
-    if len(genes) != n_genes or len(design) != n_samples:
-        raise ValueError(f"stratum '{stratum}': matrix {x.shape} vs {len(genes)} genes, {len(design)} design rows")
-    if list(contrasts.index) != list(design.columns):
-        raise ValueError(f"stratum '{stratum}': contrast rows must equal design columns")
-    for name in [*design.columns, *contrasts.columns]:
-        if not SAFE_NAME.match(str(name)):
-            raise ValueError(f"stratum '{stratum}': unsafe coefficient/contrast name {name!r}")
     X = design.to_numpy(dtype=float)
     cm = contrasts.to_numpy(dtype=float)
     warns: list[str] = []

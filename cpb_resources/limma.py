@@ -203,15 +203,8 @@ def fit_limma(x: np.ndarray, genes: list[str], design: pd.DataFrame, contrasts: 
     import rpy2.robjects as ro
     from rpy2.rinterface_lib.embedded import RRuntimeError
 
-    x = np.asarray(x, dtype=float)
+    x = checked_fit_inputs(x, genes, design, contrasts, stratum)
     n_genes, n_samples = x.shape
-    if len(genes) != n_genes or len(design) != n_samples:
-        raise ValueError(f"stratum '{stratum}': matrix {x.shape} vs {len(genes)} genes, {len(design)} design rows")
-    if list(contrasts.index) != list(design.columns):
-        raise ValueError(f"stratum '{stratum}': contrast rows must equal design columns")
-    for name in [*design.columns, *contrasts.columns]:
-        if not SAFE_NAME.match(str(name)):
-            raise ValueError(f"stratum '{stratum}': unsafe coefficient/contrast name {name!r}")
     if len(set(genes)) != len(genes):
         raise ValueError(f"stratum '{stratum}': duplicate gene IDs")
     safe_genes = [f"g{i:06d}" for i in range(1, n_genes + 1)]
@@ -252,6 +245,27 @@ def fit_limma(x: np.ndarray, genes: list[str], design: pd.DataFrame, contrasts: 
     if result.contrasts != cons:
         raise LimmaFitError(stratum, f"R returned contrasts {result.contrasts[:3]}… not {cons[:3]}…")
     return result
+
+
+def checked_fit_inputs(x, genes, design: pd.DataFrame, contrasts: pd.DataFrame, stratum: str) -> np.ndarray:
+    """The expression matrix as float64, after the shape and name checks both engines share.
+
+    Raises
+    ------
+    ValueError
+        Matrix, gene list and design disagree; contrast rows are not the design columns; a
+        coefficient or contrast name is not a safe identifier.
+    """
+    x = np.asarray(x, dtype=float)
+    n_genes, n_samples = x.shape
+    if len(genes) != n_genes or len(design) != n_samples:
+        raise ValueError(f"stratum '{stratum}': matrix {x.shape} vs {len(genes)} genes, {len(design)} design rows")
+    if list(contrasts.index) != list(design.columns):
+        raise ValueError(f"stratum '{stratum}': contrast rows must equal design columns")
+    for name in [*design.columns, *contrasts.columns]:
+        if not SAFE_NAME.match(str(name)):
+            raise ValueError(f"stratum '{stratum}': unsafe coefficient/contrast name {name!r}")
+    return x
 
 
 class LimmaResource(dg.ConfigurableResource):
