@@ -18,8 +18,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def prepare_environment(home: str | None = None) -> Path:
     """Set CPB_HOME / DAGSTER_HOME and put dagster.yaml where Dagster reads it."""
-    cpb_home = Path(home or os.environ.get("CPB_HOME") or REPO / ".cpb").resolve()
+    env_home = os.environ.get("CPB_HOME")
+    cpb_home = Path(home or env_home or REPO / ".cpb").resolve()
     os.environ["CPB_HOME"] = str(cpb_home)
+    if home is not None and (env_home is None or Path(env_home).resolve() != cpb_home):
+        # an explicit other home brings its own instance: $DAGSTER_HOME of the old home (as `make`
+        # exports it) would record this home's runs in, and read its status from, the wrong instance
+        os.environ["DAGSTER_HOME"] = str(cpb_home / "dagster")
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(cpb_home / "dagster")))
     dagster_home.mkdir(parents=True, exist_ok=True)
     if not (dagster_home / "dagster.yaml").exists():

@@ -1,6 +1,7 @@
 """Shared fixtures: an isolated $CPB_HOME per test session, the demo world, real data paths."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import warnings
@@ -47,20 +48,42 @@ def world():
     return build_world()
 
 
-def _demo_home(tmp_path_factory, name: str, datasets: list[str], until: str) -> Path:
-    home = make_home(tmp_path_factory.mktemp(name))
+@contextlib.contextmanager
+def saved_home_variables():
+    """Restore $CPB_HOME and $DAGSTER_HOME (``make`` exports both) to their values before the block."""
     old = {k: os.environ.get(k) for k in ("CPB_HOME", "DAGSTER_HOME")}
-    os.environ["CPB_HOME"] = str(home)
-    os.environ["DAGSTER_HOME"] = str(home / "dagster")
     try:
-        from cpb_jobs.demo import main
-        assert main(["--home", str(home), "--datasets", *datasets, "--until", until]) == 0
+        yield
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def home_environment(home: Path):
+    """$CPB_HOME and $DAGSTER_HOME of `home` for the block; for session/module fixtures, where
+    ``monkeypatch`` is not available."""
+    with saved_home_variables():
+        os.environ["CPB_HOME"], os.environ["DAGSTER_HOME"] = str(home), str(Path(home) / "dagster")
+        yield Path(home)
+
+
+@pytest.fixture(autouse=True)
+def _home_variables_restored():
+    """In-process CLI calls (`main([... "--home", X])`) set $CPB_HOME / $DAGSTER_HOME for X; no test
+    leaves them to the next."""
+    with saved_home_variables():
+        yield
+
+
+def _demo_home(tmp_path_factory, name: str, datasets: list[str], until: str) -> Path:
+    home = make_home(tmp_path_factory.mktemp(name))
+    with home_environment(home):
+        from cpb_jobs.demo import main
+        assert main(["--home", str(home), "--datasets", *datasets, "--until", until]) == 0
     return home
 
 

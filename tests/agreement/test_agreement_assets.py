@@ -8,7 +8,6 @@ CID is not a sci-Plex compound are suppressed, the rest are rescued by cell type
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 import warnings
 
@@ -31,15 +30,13 @@ def agreement_home(tmp_path_factory, l1000_home):
     """A CPB_HOME with group DE of the three datasets and the agreement stage materialized."""
     import dagster as dg
 
-    from tests.conftest import make_home
+    from tests.conftest import make_home, home_environment
 
     home = make_home(tmp_path_factory.mktemp("agreement_home"))
     for ds in DATASETS[:2]:
         shutil.copytree(l1000_home / "tables" / "de" / f"dataset={ds}" / "mode=group",
                         home / "tables" / "de" / f"dataset={ds}" / "mode=group")
-    old = {k: os.environ.get(k) for k in ("CPB_HOME", "DAGSTER_HOME")}
-    os.environ["CPB_HOME"], os.environ["DAGSTER_HOME"] = str(home), str(home / "dagster")
-    try:
+    with home_environment(home):
         from cpb_jobs.demo import _init_instance, _materialize
         _init_instance()
         for step, key in [("raw_source", "sciplex"), ("compound_registry", None), ("cellosaurus", None),
@@ -63,12 +60,6 @@ def agreement_home(tmp_path_factory, l1000_home):
             for pair in PAIRS:
                 run([matched_conditions, agreement_scores], pair)
             results["report"] = run([agreement_report])
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return home, results
 
 

@@ -10,7 +10,6 @@ resource (local subprocess), the checks must pass and the views must answer.
 """
 from __future__ import annotations
 
-import os
 import warnings
 
 import duckdb
@@ -52,7 +51,7 @@ def _write(home, ds, mode, de):
 def stats_home(tmp_path_factory):
     import dagster as dg
 
-    from tests.conftest import make_home
+    from tests.conftest import make_home, home_environment
 
     home = make_home(tmp_path_factory.mktemp("stats_home"))
     rng = np.random.default_rng(4)
@@ -66,10 +65,8 @@ def stats_home(tmp_path_factory):
             sep[f"{A}_s{i:02d}r{r}"] = (cid, v + 0.3 * rng.normal(size=N_GENES))
     _write(home, A, "sep", _de_rows(A, "sep", sep, rng))
 
-    old = {k: os.environ.get(k) for k in ("CPB_HOME", "DAGSTER_HOME")}
-    os.environ["CPB_HOME"], os.environ["DAGSTER_HOME"] = str(home), str(home / "dagster")
     checks = []
-    try:
+    with home_environment(home):
         warnings.filterwarnings("ignore")
         from cpb_assets.agreement import assets as ag
         from cpb_jobs.definitions import ALL_ASSETS, ALL_CHECKS, defs
@@ -85,12 +82,6 @@ def stats_home(tmp_path_factory):
             run([ag.match_candidates])
             run([ag.matched_conditions, ag.agreement_scores, ag.retrieval_scores, ag.bootstrap_summary], f"{A}__{B}")
             run([ag.replicate_agreement, ag.bootstrap_summary_replicates], A)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return home, checks
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 
 import anndata as ad
 import dagster as dg
@@ -10,7 +9,7 @@ import duckdb
 import pytest
 
 from cpb_jobs.cli import ingest, main
-from tests.conftest import REPO, make_home
+from tests.conftest import REPO, make_home, home_environment
 
 FIXTURES = REPO / "tests" / "data"
 EXCERPT = REPO / "data" / "reference" / "cellosaurus" / "cellosaurus_excerpt.txt"
@@ -21,16 +20,11 @@ def ingest_home(tmp_path_factory):
     """One home where both L1000 fixtures were ingested (raw_source → cellosaurus → compound_registry →
     harmonized_adata), the second without --cellosaurus."""
     home = make_home(tmp_path_factory.mktemp("ingest"))
-    old = {k: os.environ.get(k) for k in ("CPB_HOME", "DAGSTER_HOME")}
-    os.environ["CPB_HOME"], os.environ["DAGSTER_HOME"] = str(home), str(home / "dagster")
     outputs = {}
-    try:
+    with home_environment(home):
         for ds, extra in (("l1000_phase1", {"cellosaurus_file": str(EXCERPT)}), ("l1000_phase2", {})):
             out = io.StringIO()
             outputs[ds] = (ingest(ds, FIXTURES / ds, home=str(home), out=out, **extra), out.getvalue())
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     return home, outputs
 
 

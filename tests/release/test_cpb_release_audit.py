@@ -7,6 +7,7 @@ import pytest
 
 from cpb_jobs import commands
 from cpb_jobs.cli import main
+from tests.conftest import saved_home_variables
 
 
 def _run(fn, *args, **kw):
@@ -17,7 +18,8 @@ def _run(fn, *args, **kw):
 
 @pytest.fixture(scope="module")
 def released(count_home):
-    rc, text = _run(commands.release, "t1", home=str(count_home))
+    with saved_home_variables():
+        rc, text = _run(commands.release, "t1", home=str(count_home))
     assert rc == 0, text
     return count_home
 
