@@ -50,7 +50,7 @@ class DEConfig(dg.Config):
     group_name="effects",
     code_version=code_version("cpb_assets.effects.de", "cpb_assets.effects.strata", "cpb_assets.effects.labels",
                               "cpb_assets.effects.workloads", "cpb_assets.effects.assemble", "cpb_resources.limma",
-                              "cpb_resources.fast_limma"),
+                              "cpb_resources.fast_limma", scripts=("r_scripts/limma_de.R",)),
     kinds={"r", "python", "duckdb"},
     description="limma/edgeR signatures: one row per contrast × gene (DuckDB view `de`), fit diagnostics per "
                 "stratum and batch (view `de_strata`). Each stratum/batch is a unit of work on the compute "

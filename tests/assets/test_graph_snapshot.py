@@ -40,3 +40,21 @@ def test_dataset_partitions_are_the_13_of_methods():
     assert DATASETS == ["l1000_phase1", "l1000_phase2", "tahoe100m", "sciplex", "op3", "novartis_drugseq",
                         "vcpi_0001", "vcpi_0002", "gdpx2", "cigs_mce", "cigs_tcm", "dilimap_train",
                         "dilimap_train_val"]
+
+
+def test_code_version_covers_the_r_script(tmp_path):
+    """de_table's code version hashes r_scripts/limma_de.R: a changed R fit makes the DE stale."""
+    from cpb_assets.effects.assets import de_table
+    from cpb_assets.versioning import code_version
+
+    script = tmp_path / "fit.R"
+    script.write_text("fit <- lmFit(y, design)\n")
+    before = code_version("cpb_assets.effects.de", scripts=(str(script),))
+    script.write_text("fit <- lmFit(y, design, method = 'robust')\n")
+    assert code_version("cpb_assets.effects.de", scripts=(str(script),)) != before
+    version = de_table.code_versions_by_key[de_table.key]
+    modules = ("cpb_assets.effects.de", "cpb_assets.effects.strata", "cpb_assets.effects.labels",
+               "cpb_assets.effects.workloads", "cpb_assets.effects.assemble", "cpb_resources.limma",
+               "cpb_resources.fast_limma")
+    assert version == code_version(*modules, scripts=("r_scripts/limma_de.R",))
+    assert version != code_version(*modules)
