@@ -79,7 +79,7 @@ def _home_variables_restored():
         yield
 
 
-def _demo_home(tmp_path_factory, name: str, datasets: list[str], until: str) -> Path:
+def demo_home(tmp_path_factory, name: str, datasets: list[str], until: str) -> Path:
     home = make_home(tmp_path_factory.mktemp(name))
     with home_environment(home):
         from cpb_jobs.demo import main
@@ -93,13 +93,13 @@ def l1000_home(tmp_path_factory) -> Path:
     (raw source, compound registry, harmonized AnnData, DE tables, with checks)."""
     # the demo's steps up to the LPM training tables and the agreement stage (the pair, replicates,
     # report); LPM training and OP3 have their own (smaller) asset tests, and `make demo` runs them all
-    return _demo_home(tmp_path_factory, "l1000_home", ["l1000_phase1", "l1000_phase2"], until="agreement")
+    return demo_home(tmp_path_factory, "l1000_home", ["l1000_phase1", "l1000_phase2"], until="agreement")
 
 
 @pytest.fixture(scope="session")
 def count_home(tmp_path_factory) -> Path:
     """The same for a count-route dataset (VCPI-0001: edgeR/voom route, two cell lines)."""
-    return _demo_home(tmp_path_factory, "count_home", ["vcpi_0001"], until="de")
+    return demo_home(tmp_path_factory, "count_home", ["vcpi_0001"], until="de")
 
 
 @pytest.fixture(scope="session")

@@ -40,8 +40,10 @@ def slurm_env() -> dict[str, str]:
     if os.environ.get("CPB_TEST_SLURM_WORK"):  # scripts/run-tests: cancel exactly these jobs on exit
         env["CPB_SLURM_REMOTE_BASE"] = os.environ["CPB_TEST_SLURM_WORK"]
     env["DAGSTER_SLURM_SSH_CONTROL_DIR"] = str(Path(env["CPB_SLURM_DIR"]) / "sshctl")
+    # the masters expire 5 s after their last use (and slurm-down stops any left). Not closed on exit:
+    # units of one step run in parallel threads over the one shared socket, and a unit that closed it
+    # on finishing cut the others' scp mid-upload ("scp: Connection closed", seen in CI)
     env["DAGSTER_SLURM_SSH_CONTROL_PERSIST"] = "5s"
-    env["DAGSTER_SLURM_SSH_CLOSE_MASTER_ON_EXIT"] = "1"
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield env
