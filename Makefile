@@ -18,7 +18,8 @@ install:
 demo: install
 ifeq ($(SLURM),1)
 	@# heavy units (DE strata, pseudobulk plates) as jobs on the local one-node cluster; `make slurm-down` stops it
-	eval "$$(scripts/slurm-up)" && CPB_COMPUTE=slurm $(PY) -m cpb_jobs.demo $(DEMO_ARGS)
+	@# (slurm-up's exports are taken only when it succeeded: `eval "$$(…)"` alone would hide its failure)
+	slurm_env="$$(scripts/slurm-up)" && eval "$$slurm_env" && CPB_COMPUTE=slurm $(PY) -m cpb_jobs.demo $(DEMO_ARGS)
 else
 	$(PY) -m cpb_jobs.demo $(DEMO_ARGS)
 endif
