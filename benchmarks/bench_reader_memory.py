@@ -10,16 +10,32 @@ copies, labelled so in the result rows):
   times in one triplet file (cell-major, gzip);
 * OP3 — ×k = the pseudobulk rows repeated k times (new wells);
 * CIGS (TCM) — ×k = the wells of every workbook repeated k times;
-* DILImap (train_val) — ×k = the plates repeated k times (new plate names).
+* DILImap (train_val) — ×k = the plates repeated k times (new plate names);
+* L1000 Phase II — ×k = the instances repeated k times (new ``det_plate`` and
+  ``inst_id``) in one Level 3 GCTX, inst_info rewritten, the other info tables copied;
+* Novartis DRUG-seq — ×k = the batches repeated k times (new batch, plate,
+  biosample IDs and count column names), ``Exp`` written by R's ``save()``
+  (through rpy2, ``cpb_assets.demo.novartis.write_native``), robust RC table to match;
+* GDPx2 — ×k = the samples repeated k times (new sample IDs and plates);
+* VCPI-0001 — ×k = the samples repeated k times (new ``sequenced_id`` and plate),
+  the metadata's exact repeats included.
 
 Each input is harmonized in a fresh process (``scripts/measure_peak_rss.py``,
-``ru_maxrss``), so peaks do not mix. The streaming readers (Tahoe: plate by
+its own ``VmHWM``; its ``ru_maxrss`` would include this process's peak from
+building the inputs), so peaks do not mix, and must keep k × the ×1 samples
+(sci-Plex: the ×1 pseudobulk samples, its copies add nuclei to the same
+wells; ``ok`` False otherwise). The streaming readers (Tahoe: plate by
 plate in 50,000-cell chunks; sci-Plex: triplets in 16 MiB blocks into int32
 CSR chunks of whole cells) must stay flat: the ×100 peak at most 1.3 × the ×10
 peak (×1 is smaller than one streamed block or chunk, so it shows the
-process's base, not the reader's plateau). The others read one small file
-whole (OP3 ~50 MB, CIGS workbooks, DILImap bulk counts) and are reported,
-not held to flatness.
+process's base, not the reader's plateau). The others are reported, not held
+to flatness: OP3, CIGS and DILImap read one small file whole (OP3 ~50 MB,
+CIGS workbooks, DILImap bulk counts); L1000 reads the GCTX in 4,096-column
+windows but keeps every wanted column (landmarks × instances, float32);
+Novartis ``load()``s the whole ``Exp`` into R, then takes it plate by plate;
+GDPx2 (512 X rows) and VCPI (256 count columns) read blocks of samples and
+keep the kept samples' counts sparse. ``CPB_BENCH_READERS=gdpx2,vcpi_0001``
+runs only those.
 """
 from __future__ import annotations
 
@@ -48,8 +64,11 @@ TAHOE_CELLS_X = 20  # fixture cells per plate × 20 = 860 cells per plate
 SCIPLEX_CELLS_X = 20  # ×1 = 1,000 nuclei (~300 k triplets)
 FLAT = 1.3  # streaming readers: peak(×100) <= FLAT × peak(×10)
 STREAMING = {"tahoe100m", "sciplex"}
+SAME_SAMPLES = {"sciplex"}  # ×k adds nuclei to the same wells: the pseudobulk samples stay the ×1 ones
 SOURCES = {"tahoe100m": "tahoe", "sciplex": "sciplex", "op3": "op3", "cigs_tcm": "cigs",
-           "dilimap_train_val": "dilimap"}
+           "dilimap_train_val": "dilimap", "l1000_phase2": "l1000", "novartis_drugseq": "novartis",
+           "gdpx2": "gdpx2", "vcpi_0001": "vcpi"}
+ONLY_ENV = "CPB_BENCH_READERS"  # comma-separated datasets of SOURCES to run (default: all)
 
 
 def _tahoe(folder: Path, k: int) -> str:
@@ -171,7 +190,86 @@ def _dilimap(folder: Path, k: int) -> str:
     return f"{n:,} samples"
 
 
-BUILD = {"tahoe100m": _tahoe, "sciplex": _sciplex, "op3": _op3, "cigs_tcm": _cigs, "dilimap_train_val": _dilimap}
+def _l1000(folder: Path, k: int) -> str:
+    from cpb_assets.sources.gctx import GCT, read_gctx, write_gctx
+
+    src = DATA / "l1000_phase2"
+    for f in src.glob("*_info_*.txt.gz"):  # gene, pert and cell info unchanged
+        if "inst_info" not in f.name:
+            shutil.copy(f, folder / f.name.replace("GSE70138_", "GSE70138_SYNTHETIC_"))
+    g = read_gctx(next(src.glob("*Level3*.gctx")))
+    inst_file = next(src.glob("*inst_info*"))
+    inst = pd.read_csv(inst_file, sep="\t", dtype=str, keep_default_na=False)
+    new = lambda ids, r: [i.replace(":", f"_R{r}:", 1) for i in ids]  # noqa: E731  plate<_Rr>:well
+    inst = pd.concat([inst.assign(inst_id=new(inst["inst_id"], r), det_plate=inst["det_plate"] + f"_R{r}")
+                      for r in range(k)])
+    (folder / inst_file.name.replace("GSE70138_", "GSE70138_SYNTHETIC_")).write_bytes(
+        gzip.compress(inst.to_csv(sep="\t", index=False).encode("utf-8"), mtime=0))
+    cols = pd.Index([c for r in range(k) for c in new(g.col_meta.index, r)], name="id")
+    write_gctx(GCT(np.tile(g.data, (1, k)), g.row_meta, pd.DataFrame(index=cols)),
+               folder / f"GSE70138_SYNTHETIC_Broad_LINCS_Level3_INF_mlr12k_n{len(cols)}x{len(g.row_meta)}.gctx")
+    return f"{len(cols):,} instances × {len(g.row_meta)} genes"
+
+
+def _novartis(folder: Path, k: int) -> str:
+    from cpb_assets.demo.novartis import write_native
+    from cpb_assets.sources.novartis import iter_plates, read_gene_map
+
+    src = DATA / "novartis_drugseq"
+    shutil.copy(src / "MoABox_compounds_metadata.txt", folder / "MoABox_compounds_metadata_SYNTHETIC.txt")
+    robust = pd.read_csv(src / "robust_RC_ReferenceControl_DMSO_wells.txt", sep="\t", dtype=str)
+    fixture = list(iter_plates(src / "Exp_gzip.RData"))  # (batch, plate, counts wells × genes, rows, cols, anno)
+    nb = len({b for b, *_ in fixture})
+    plates, robusts = {}, []
+    for r in range(k):  # batch b -> b + r·nb; plate, biosample IDs and count column names get "R<r>"
+        for batch, plate, counts, genes, cols, anno in fixture:
+            b, p = int(batch) + r * nb, f"{plate}R{r}"
+            a = anno.assign(batch_id=b, plate_barcode=p, biosample_id=anno["biosample_id"] + r * 10**6,
+                            external_biosample_id=anno["external_biosample_id"] + f"R{r}")
+            a.index = [c.replace(plate, p, 1) for c in a.index]
+            plates[(str(b), p)] = (counts.T.toarray(), [c.replace(plate, p, 1) for c in cols], a)
+        robusts.append(robust.assign(batch_id=(robust["batch_id"].astype(int) + r * nb).astype(str),
+                                     plate_barcode=robust["plate_barcode"] + f"R{r}",
+                                     external_biosample_id=robust["external_biosample_id"] + f"R{r}"))
+    write_native(folder, plates, genes, read_gene_map(src / "drugseq_ensembl_v98_annotation_and_entrez_mapping.RData"),
+                 pd.concat(robusts), None, tag="SYNTHETIC", note="SYNTHETIC scaled copy of the real-layout fixture")
+    return f"{len(plates)} plates × {fixture[0][2].shape[0]} wells"
+
+
+def _gdpx2(folder: Path, k: int) -> str:
+    import anndata as ad
+
+    from cpb_assets.demo.gdpx2 import write_native
+
+    src = DATA / "gdpx2"
+    x = ad.read_h5ad(src / "X.h5ad")
+    obs = pd.read_parquet(src / "obs.parquet").loc[x.obs_names]
+    obs = pd.concat([obs.assign(container_id=obs["container_id"] + f" R{r}").set_axis(
+        (obs.index + f"-R{r}").rename(obs.index.name)) for r in range(k)])
+    write_native(folder, obs, np.vstack([x.X] * k), pd.read_parquet(src / "var.parquet"),
+                 pd.read_csv(src / "compounds-GDPx2-2026-02-09.csv"), tag="SYNTHETIC", note=x.uns["note"])
+    return f"{len(obs):,} samples"
+
+
+def _vcpi(folder: Path, k: int) -> str:
+    import pyarrow.parquet as pq
+
+    from cpb_assets.demo.vcpi import write_parquet
+
+    src = DATA / "vcpi_0001"
+    meta, data, chem = (pd.read_parquet(src / f"vcpi-0001_{key}.parquet") for key in ("metadata", "data", "chemistry"))
+    note = pq.read_schema(src / "vcpi-0001_metadata.parquet").metadata[b"note"].decode()
+    meta = pd.concat([meta.assign(sequenced_id=meta["sequenced_id"] + f"-R{r}",
+                                  container_id=meta["container_id"] + f" R{r}") for r in range(k)], ignore_index=True)
+    samples = data.drop(columns="gene_id")
+    data = pd.concat([data[["gene_id"]]] + [samples.add_suffix(f"-R{r}") for r in range(k)], axis=1)
+    for key, df in (("metadata", meta), ("data", data), ("chemistry", chem)):
+        write_parquet(folder / f"vcpi-0001_{key}_SYNTHETIC.parquet", df, note)
+    return f"{data.shape[1] - 1:,} samples"
+
+
+BUILD = {"tahoe100m": _tahoe, "sciplex": _sciplex, "op3": _op3, "cigs_tcm": _cigs, "dilimap_train_val": _dilimap,
+         "l1000_phase2": _l1000, "novartis_drugseq": _novartis, "gdpx2": _gdpx2, "vcpi_0001": _vcpi}
 
 
 def peak_rss(source: str, folder: Path, dataset: str) -> tuple[float, int, float]:
@@ -181,7 +279,7 @@ def peak_rss(source: str, folder: Path, dataset: str) -> tuple[float, int, float
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "measure_peak_rss.py"), source, str(folder),
                           dataset], capture_output=True, text=True, env=env, timeout=3600, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    return res["maxrss_kib"] / 1024, int(res["n_obs"]), time.perf_counter() - t0
+    return (res["hwm_kib"] or res["maxrss_kib"]) / 1024, int(res["n_obs"]), time.perf_counter() - t0
 
 
 def run(quick: bool = False, reps: int = 3) -> list[dict]:
@@ -189,8 +287,13 @@ def run(quick: bool = False, reps: int = 3) -> list[dict]:
     rows = []
     scales = QUICK_SCALES if quick else SCALES
     with tempfile.TemporaryDirectory(prefix="cpb-bench-mem-") as tmp:
+        only = [d for d in os.environ.get(ONLY_ENV, "").split(",") if d]
+        if set(only) - set(SOURCES):
+            raise ValueError(f"{ONLY_ENV}: unknown {sorted(set(only) - set(SOURCES))}; known: {', '.join(SOURCES)}")
         for ds, source in SOURCES.items():
-            peaks = {}
+            if only and ds not in only:
+                continue
+            peaks, n1 = {}, None
             for k in scales:
                 folder = Path(tmp) / f"{ds}-x{k}"
                 folder.mkdir()
@@ -198,11 +301,15 @@ def run(quick: bool = False, reps: int = 3) -> list[dict]:
                 mib, n_obs, secs = peak_rss(source, folder, ds)
                 peaks[k] = mib
                 shutil.rmtree(folder)
-                ok = None
-                check = f"peak RSS {mib:,.0f} MiB; {n_obs:,} samples"
+                n1 = n_obs if k == 1 else n1
+                want = None if n1 is None else n1 if ds in SAME_SAMPLES else k * n1
+                ok = None if want is None else n_obs == want  # every copy harmonized, none dropped as a duplicate
+                check = f"peak RSS {mib:,.0f} MiB; {n_obs:,} samples" + ("" if ok is None else
+                                                                      f" ({'=' if ok else '≠'} {want:,} expected)")
                 if ds in STREAMING and k == 100 and 10 in peaks:
-                    ok = mib <= FLAT * peaks[10]
-                    check += f"; ×100/×10 = {mib / peaks[10]:.2f} ({'flat' if ok else 'GROWS'}, limit {FLAT})"
+                    flat = mib <= FLAT * peaks[10]
+                    ok = ok is not False and flat
+                    check += f"; ×100/×10 = {mib / peaks[10]:.2f} ({'flat' if flat else 'GROWS'}, limit {FLAT})"
                 rows.append(row("reader_memory", f"{ds} ×{k}", size,
                                 project=f"cpb_assets.sources.{source}.harmonize", project_s=secs,
                                 check=check, data="synthetic copies of a real-layout fixture", reps=1,

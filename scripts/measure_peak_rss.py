@@ -1,10 +1,14 @@
-"""Harmonize one single-cell source folder and print the process's peak RSS (JSON).
+"""Harmonize one source folder and print the process's peak RSS (JSON).
 
 Usage: ``python scripts/measure_peak_rss.py <source> <folder> <dataset>`` with
-``<source>`` a module under ``cpb_assets.sources`` (``tahoe``, ``sciplex``).
-Prints ``{"maxrss_kib": …, "n_obs": …}``; ``maxrss_kib`` is ``ru_maxrss`` of
-this process (KiB on Linux). Used by the flat-memory test, which runs it in a
-fresh subprocess per input so the peaks do not mix.
+``<source>`` a module under ``cpb_assets.sources`` (``tahoe``, ``l1000``, …).
+Prints ``{"maxrss_kib": …, "hwm_kib": …, "n_obs": …}``; ``maxrss_kib`` is
+``ru_maxrss`` of this process (KiB on Linux), ``hwm_kib`` its ``VmHWM`` (None
+off Linux). Only ``hwm_kib`` is this process's own peak: ``ru_maxrss`` of a
+child started by ``subprocess`` also counts the parent's high-water mark (the
+kernel carries it over at ``exec``), so it is never below the parent's peak.
+Used by the flat-memory test and ``benchmarks/bench_reader_memory.py``, which
+run it in a fresh subprocess per input so the peaks do not mix.
 """
 from __future__ import annotations
 
@@ -16,6 +20,15 @@ import sys
 import pandas as pd
 
 
+def own_peak_kib() -> int | None:
+    """``VmHWM`` of this process (KiB), None where ``/proc`` has none."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+
+
 def main(argv: list[str]) -> None:
     source, folder, dataset = argv[1], argv[2], argv[3]
     mod = importlib.import_module(f"cpb_assets.sources.{source}")
@@ -23,7 +36,7 @@ def main(argv: list[str]) -> None:
     registry = pd.DataFrame({"source_id": recs["source_id"], "pubchem_cid": None, "cid_method": "unresolved"})
     h = mod.harmonize(folder, dataset, registry)
     print(json.dumps({"maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                      "n_obs": int(h.adata.n_obs)}))
+                      "hwm_kib": own_peak_kib(), "n_obs": int(h.adata.n_obs)}))
 
 
 if __name__ == "__main__":
