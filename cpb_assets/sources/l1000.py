@@ -224,12 +224,17 @@ def harmonize_gct(gct: GCT, inst: pd.DataFrame, *, dataset: str, registry: pd.Da
     ok = ~bad & cell.notna().to_numpy()
 
     genes, unmapped = _landmark_genes(gct, matrix_file, q, gene_info)
-    cols = gct.col_meta.index.get_indexer(inst["inst_id"])
-    X = gct.data[np.ix_(genes["row"].to_numpy(), cols)].T.astype(np.float32)
+    # one copy of the matrix, of the kept instances only, already samples × genes in C order (fancy
+    # indexing of the transposed view); a second only when a row has to go for non-finite values
+    kept = np.flatnonzero(ok)
+    cols = gct.col_meta.index.get_indexer(inst["inst_id"].to_numpy()[kept])
+    X = gct.data.T[np.ix_(cols, genes["row"].to_numpy())].astype(np.float32, copy=False)
     finite = np.isfinite(X).all(axis=1)
-    q.add(matrix_file, inst.loc[ok & ~finite, "inst_id"], NON_FINITE)
-    ok &= finite
-    inst, dose, time, X = inst[ok].reset_index(drop=True), dose[ok], time[ok], X[ok]
+    if not finite.all():
+        q.add(matrix_file, inst.loc[kept[~finite], "inst_id"], NON_FINITE)
+        ok[kept[~finite]] = False
+        X = X[finite]
+    inst, dose, time = inst[ok].reset_index(drop=True), dose[ok], time[ok]
     cell, plate, well = (cell[ok].reset_index(drop=True), plate[ok].reset_index(drop=True),
                          well[ok].reset_index(drop=True))
     samples = pd.DataFrame({
