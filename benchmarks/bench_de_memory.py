@@ -23,13 +23,13 @@ the peaks do not mix:
   workload): every unit reads only its rows of the ``.h5ad``, fits in R and
   writes its rows at once.
 
-Reported: ``ru_maxrss`` of each process (MB), wall seconds, rows written;
+Reported: each process's own peak RSS (``VmHWM``, MB; not ``ru_maxrss``, which a child inherits
+from its parent), wall seconds, rows written;
 ``ok`` when both peaks at the doubled size stay within 20% of the smaller.
 """
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import row
+from cpb_resources.workloads import own_peak_rss_mb
 
 N_GENES = 978
 STRATUM = 1250
@@ -89,8 +90,8 @@ def write_partition(path: Path, n_samples: int, seed: int = 0) -> dict:
     return {"n_obs": int(a.n_obs), "strata": n_samples // STRATUM}
 
 
-def _peak_mb(who: int = resource.RUSAGE_SELF) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024
+def _peak_mb() -> float:
+    return own_peak_rss_mb()
 
 
 def step(h5ad: str, work: str) -> dict:

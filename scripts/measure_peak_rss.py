@@ -19,14 +19,7 @@ import sys
 
 import pandas as pd
 
-
-def own_peak_kib() -> int | None:
-    """``VmHWM`` of this process (KiB), None where ``/proc`` has none."""
-    try:
-        with open("/proc/self/status") as fh:
-            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return None
+from cpb_resources.workloads import own_peak_rss_mb
 
 
 def main(argv: list[str]) -> None:
@@ -36,7 +29,7 @@ def main(argv: list[str]) -> None:
     registry = pd.DataFrame({"source_id": recs["source_id"], "pubchem_cid": None, "cid_method": "unresolved"})
     h = mod.harmonize(folder, dataset, registry)
     print(json.dumps({"maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                      "hwm_kib": own_peak_kib(), "n_obs": int(h.adata.n_obs)}))
+                      "hwm_kib": round(own_peak_rss_mb() * 1024), "n_obs": int(h.adata.n_obs)}))
 
 
 if __name__ == "__main__":

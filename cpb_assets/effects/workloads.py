@@ -9,12 +9,12 @@ reads only its own rows of the harmonized ``.h5ad`` and writes, atomically,
 """
 from __future__ import annotations
 
-import resource
 from pathlib import Path
 
 from cpb_assets.effects.de import fit_units, staged_paths
 from cpb_assets.effects.strata import DEUnit
 from cpb_resources.limma import LimmaResource
+from cpb_resources.workloads import own_peak_rss_mb
 
 
 def de_units(params: dict) -> dict:
@@ -38,4 +38,4 @@ def de_units(params: dict) -> dict:
     return {"outputs": outputs, "metadata": {
         "units": len(units), "contrasts": int(sum(int(r["n_contrasts"] or 0) for r in rows)),
         "skipped": int(sum(r["status"] != "ok" for r in rows)),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}}
+        "peak_rss_mb": round(own_peak_rss_mb(), 1)}}

@@ -47,6 +47,22 @@ from cpb_resources.storage import atomic_path
 Workload = Callable[[dict], dict]
 
 
+def own_peak_rss_mb() -> float:
+    """This process's own peak resident memory (MiB): ``VmHWM`` from ``/proc/self/status``.
+
+    Not ``ru_maxrss``: a process started by ``subprocess`` (a workload's runner, a benchmark's
+    child) inherits its parent's high-water mark there (Linux carries it over at ``exec``), so
+    ``ru_maxrss`` never reads below the parent's peak. Off Linux, ``ru_maxrss`` is the fallback.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def resolve(ref: str) -> Workload:
     """Import ``"package.module:function"`` and return the function."""
     if ":" not in ref:
