@@ -128,11 +128,13 @@ def run(quick: bool = False, reps: int = REPS) -> list[dict]:
     de, strata = last["run_de_partition"]
     # the wrapper drops nothing here (every probe varies), so rows and contrast columns align
     dt_wrapper = float(np.nanmax(np.abs(w.tables["t"] - d["t"]))) if w.tables["t"].shape == d["t"].shape else np.inf
-    # the long table is contrast-major, genes in fit order within a contrast
-    con_index = {c: j for j, c in enumerate(des.contrasts.columns)}
-    t_long = de["t"].to_numpy().reshape(len(w.contrasts), len(w.genes)).T
-    gene_pos = [genes.index(g) for g in w.genes]
-    dt_full = float(np.nanmax(np.abs(t_long - d["t"][gene_pos][:, [con_index[c] for c in w.contrasts]])))
+    # the long table is sorted by contrast_id, then gene: align its rows on (treated, control label) and gene
+    ct = des.contrast_table
+    con_index = {(t, c): j for j, (t, c) in enumerate(zip(ct["treated_label"], ct["control_label"]))}
+    gene_pos = {g: i for i, g in enumerate(genes)}
+    rows_at = de["gene"].map(gene_pos).to_numpy()
+    cols_at = np.array([con_index[(t, c)] for t, c in zip(de["treated_label"], de["control_label"])])
+    dt_full = float(np.nanmax(np.abs(de["t"].to_numpy(dtype=float) - d["t"][rows_at, cols_at])))
     n_con = des.contrasts.shape[1]
     size = f"978 genes × {sub.n_obs} samples ({int(sub.obs['is_control'].sum())} DMSO), {n_con} contrasts"
     ok_w, ok_f = dt_wrapper < 1e-8, dt_full < 1e-8 and strata["status"].tolist() == ["ok"]

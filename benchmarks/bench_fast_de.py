@@ -17,6 +17,17 @@ side-by-side rows use reduced sizes, and the full sizes are timed for the
 fast engine alone (throughput rows, no ratio), with the sample scaling
 2.5k / 5k / 10k / 20k of the L1000-like stratum. Every side-by-side row
 checks parity (max |Δt|, max |ΔP|, DEG calls at adj. P < 0.05).
+
+One-pass floor rows: for the L1000-like stratum at 10,000 samples and the
+DRUG-seq-like stratum at 20,000 × 2,000, one BLAS pass ``x @ design`` (genes ×
+samples times samples × coefficients, float64) is timed interleaved with the
+fast engine on the same matrix; the row gives the fast engine's time as a
+multiple of that floor. A sep batch row times the fast engine alone on one
+2,500-well sep batch (≈ one coefficient per treated well, 7 plates, 2,000
+genes; ``--quick`` 300 wells × 500 genes), and one L1000-like sep batch
+(2,500 compounds in 2,720 samples, 978 genes; ``--quick`` 200 in 300): the
+per-gene-sample cost of sep designs at the batch size the DE layer uses, for
+the projection (``benchmarks/projection.py``).
 """
 from __future__ import annotations
 
@@ -101,17 +112,32 @@ def _side_by_side(name, case, size, x, X, C, normalized, reps):
         "R": lambda: fit_limma(x, genes, X, C, normalized, name)}, reps)
     check, ok = _parity(last["R"], last["fast"])
     return row("fast_de", case, size, project="fit_fast", project_s=med["fast"], baseline="fit_limma (R limma)",
-               baseline_s=med["R"], check=check, reps=reps, times=times, ok=ok)
+               baseline_s=med["R"], check=check, reps=reps, times=times, ok=ok, workload=name,
+               genes=x.shape[0], samples=x.shape[1], coefficients=X.shape[1])
 
 
-def _alone(case, size, x, X, C, normalized, reps):
+def _alone(case, size, x, X, C, normalized, reps, workload: str, floor: bool = False):
+    """The fast engine alone; with `floor`, also one BLAS pass ``x @ design`` interleaved (a second row)."""
     from cpb_resources.fast_limma import fit_fast
 
     genes = [f"G{i}" for i in range(x.shape[0])]
-    med, times, _ = median_times({"fast": lambda: fit_fast(x, genes, X, C, normalized, "bench")}, reps)
-    return row("fast_de", case, size, project="fit_fast", project_s=med["fast"],
-               check=f"{med['fast'] / x.shape[1] * 1e3:.2f} ms per sample", reps=reps, times=times,
-               per_sample_s=med["fast"] / x.shape[1])
+    fns = {"fast": lambda: fit_fast(x, genes, X, C, normalized, "bench")}
+    if floor:
+        D = np.ascontiguousarray(X.to_numpy(dtype=float))
+        fns["floor"] = lambda: x @ D
+    med, times, _ = median_times(fns, reps)
+    rows = [row("fast_de", case, size, project="fit_fast", project_s=med["fast"],
+                check=f"{med['fast'] / x.shape[1] * 1e3:.2f} ms per sample", reps=reps,
+                times={"fast": times["fast"]}, per_sample_s=med["fast"] / x.shape[1],
+                genes=x.shape[0], samples=x.shape[1], coefficients=X.shape[1], workload=workload)]
+    if floor:
+        rows.append(row("fast_de_floor", f"{case.split(',')[0]}: fast engine vs one-pass floor", size,
+                        project="fit_fast", project_s=med["fast"],
+                        baseline=f"x @ design ({x.shape[0]} × {x.shape[1]} @ {X.shape[0]} × {X.shape[1]}, float64 BLAS)",
+                        baseline_s=med["floor"], reps=reps, times=times,
+                        check=f"fast = {med['fast'] / med['floor']:.0f}× the floor (target ≤ 10×)",
+                        multiple_of_floor=med["fast"] / med["floor"], workload=workload))
+    return rows
 
 
 def run(quick: bool = False, reps: int = REPS) -> list[dict]:
@@ -137,14 +163,26 @@ def run(quick: bool = False, reps: int = REPS) -> list[dict]:
     rows.append(_side_by_side("sep", "sep-like voom (≈ one coefficient per well): fast vs R",
                               f"{g} genes × {n} samples, {X_sep.shape[1]} coefficients", x, X_sep, C, False, reps))
     # the fast engine alone at the issue's sizes
-    for n in ([2500] if quick else [2500, 5000, 10000, 20000]):
+    sizes = [2500] if quick else [2500, 5000, 10000, 20000]
+    for n in sizes:
         x, X, C = l1000_like(n)
-        rows.append(_alone("L1000-like, fast engine alone (scaling)", f"978 genes × {n} samples, 500 compounds, 26 plates",
-                           x, X, C, True, reps))
+        rows += _alone("L1000-like, fast engine alone (scaling)", f"978 genes × {n} samples, 500 compounds, 26 plates",
+                       x, X, C, True, reps, "l1000_alone", floor=n == min(10000, sizes[-1]))
     g, n = (5000, 1000) if quick else (20000, 2000)
     x, X, C = drugseq_like(g, n)
-    rows.append(_alone("DRUG-seq-like voom, fast engine alone", f"{g} genes × {n} samples, 300 compounds, 6 plates",
-                       x, X, C, False, reps))
+    rows += _alone("DRUG-seq-like voom, fast engine alone", f"{g} genes × {n} samples, 300 compounds, 6 plates",
+                   x, X, C, False, reps, "drugseq_alone", floor=True)
+    # one sep batch at the DE layer's batch size: ≈ one coefficient per treated well
+    g, k = (500, 300) if quick else (2000, 2500)
+    x, X, C = drugseq_like(g, k + 220 if not quick else k + 40, n_compounds=k, n_plates=7, seed=4)
+    rows += _alone("sep batch (one coefficient per treated well) voom, fast engine alone",
+                   f"{g} genes × {x.shape[1]} samples, {X.shape[1]} coefficients, 7 plates", x, X, C, False, reps,
+                   "sep_batch")
+    n, k = (300, 200) if quick else (2720, 2500)
+    x, X, C = l1000_like(n, n_compounds=k, seed=5)
+    rows += _alone("L1000-like sep batch (one coefficient per treated well), fast engine alone",
+                   f"978 genes × {n} samples, {X.shape[1]} coefficients, 26 plates", x, X, C, True, reps,
+                   "sep_batch_l1000")
     return rows
 
 

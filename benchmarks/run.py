@@ -2,13 +2,15 @@
 
 Usage::
 
-    .venv/bin/python -m benchmarks.run            # full size (~3 min on 2 cores)
-    .venv/bin/python -m benchmarks.run --quick    # smaller inputs (~1 min)
+    .venv/bin/python -m benchmarks.run            # full size (under 30 min on 2 cores)
+    .venv/bin/python -m benchmarks.run --quick    # smaller inputs
     .venv/bin/python -m benchmarks.run --only pseudobulk gctx --reps 5
 
 Results go to ``$CPB_HOME/benchmarks/results[-quick].json`` (``$CPB_HOME``
 defaults to ``.cpb/`` in the checkout), or to ``--out``. The committed
-numbers live in ``docs/benchmarks.md``.
+numbers live in ``docs/benchmarks.md``. When the ``fast_de`` rows ran, the
+projection of the whole compendium's DE (``benchmarks/projection.py``) goes
+into the JSON (``projection``) and, as Markdown, to ``<out>-projection.md``.
 """
 from __future__ import annotations
 
@@ -41,6 +43,8 @@ def _fmt_ratio(r: dict) -> str:
         return "–"
     if r["benchmark"] == "de_fit":
         return f"{r['ratio']:.2f}× (overhead {r['overhead']:.2f}×)"
+    if r["benchmark"] == "fast_de_floor":
+        return f"{r['ratio']:.3f}× (fast = {r['multiple_of_floor']:.0f}× floor)"
     return f"{r['ratio']:.1f}×"
 
 
@@ -103,16 +107,29 @@ def main(argv: list[str] | None = None) -> int:
             info["limma"] = str(ro.r("as.character(packageVersion('limma'))")[0])
         except Exception:  # noqa: BLE001 - versions are informative only
             pass
+    projection, projection_md = None, ""
+    if any(r["benchmark"] == "fast_de" for r in rows):
+        try:  # the whole compendium's DE from this run's per-sample costs (benchmarks/projection.py)
+            from benchmarks.projection import compendium
+            projection, projection_md = compendium(rows)
+        except Exception:  # noqa: BLE001 - a failed projection is reported, not fatal to the table
+            traceback.print_exc()
+            failed.append("projection")
     total = time.perf_counter() - t_all
     out = args.out or default_out(args.quick)
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"date": dt.date.today().isoformat(), "quick": args.quick, "reps": args.reps,
-               "total_s": round(total, 1), "machine": info, "results": rows, "failed": failed}
+               "total_s": round(total, 1), "machine": info, "results": rows, "failed": failed,
+               "projection": projection}
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=float), encoding="utf-8")
     tmp.replace(out)
     print()
     print(table(rows))
+    if projection_md:
+        md = out.with_name(out.stem + "-projection.md")
+        md.write_text(projection_md + "\n", encoding="utf-8")
+        print(f"\nProjection (written to {md}):\n\n{projection_md}")
     print(f"\ntotal {total:.0f} s; results written to {out}")
     if failed:
         print("FAILED: " + "; ".join(failed), file=sys.stderr)
