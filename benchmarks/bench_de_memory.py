@@ -90,10 +90,6 @@ def write_partition(path: Path, n_samples: int, seed: int = 0) -> dict:
     return {"n_obs": int(a.n_obs), "strata": n_samples // STRATUM}
 
 
-def _peak_mb() -> float:
-    return own_peak_rss_mb()
-
-
 def step(h5ad: str, work: str) -> dict:
     """The DE step in local mode; runs in its own process (``python -m benchmarks.bench_de_memory step``)."""
     import anndata as ad
@@ -122,7 +118,7 @@ def step(h5ad: str, work: str) -> dict:
         strata = assemble_de(staging, units, skipped, tmp, "l1000_phase1", "group")
     rows, problems = de_value_problems(final)
     summary = partition_summary(final)
-    return {"step_peak_mb": _peak_mb(), "fit_peak_mb": fit["peak_mb"], "units": len(units),
+    return {"step_peak_mb": own_peak_rss_mb(), "fit_peak_mb": fit["peak_mb"], "units": len(units),
             "strata_ok": int((strata["status"] == "ok").sum()), "rows": rows, "problems": problems,
             "contrasts": summary["contrasts"], "fit_s": t_asm - t_fit,
             "assemble_check_s": time.perf_counter() - t_asm, "total_s": time.perf_counter() - t0}
@@ -133,7 +129,7 @@ def fit(params_file: str) -> dict:
     from cpb_assets.effects.workloads import de_units
 
     res = de_units(json.loads(Path(params_file).read_text()))
-    return {"peak_mb": _peak_mb(), "units": res["metadata"]["units"]}
+    return {"peak_mb": own_peak_rss_mb(), "units": res["metadata"]["units"]}
 
 
 def measure(n_samples: int, folder: Path) -> dict:

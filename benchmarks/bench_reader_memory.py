@@ -279,7 +279,7 @@ def peak_rss(source: str, folder: Path, dataset: str) -> tuple[float, int, float
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "measure_peak_rss.py"), source, str(folder),
                           dataset], capture_output=True, text=True, env=env, timeout=3600, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    return (res["hwm_kib"] or res["maxrss_kib"]) / 1024, int(res["n_obs"]), time.perf_counter() - t0
+    return res["peak_kib"] / 1024, int(res["n_obs"]), time.perf_counter() - t0
 
 
 def run(quick: bool = False, reps: int = 3) -> list[dict]:

@@ -120,9 +120,7 @@ def ingest_real_layouts():
 
         by_key = {a.key.to_user_string(): a for a in ALL_ASSETS}
         logs = {}
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("CPB_HOME", str(home))
-            mp.setenv("DAGSTER_HOME", str(home / "dagster"))
+        with home_environment(home):
             prepare_environment(str(home))
 
             def run(step, partition=None):

@@ -43,14 +43,19 @@ class DEConfig(dg.Config):
     engine: str = "r"
 
 
+# what de_table runs: its Python modules and the R script the "r" engine sources
+DE_CODE_MODULES = ("cpb_assets.effects.de", "cpb_assets.effects.strata", "cpb_assets.effects.labels",
+                   "cpb_assets.effects.workloads", "cpb_assets.effects.assemble", "cpb_resources.limma",
+                   "cpb_resources.fast_limma")
+DE_CODE_SCRIPTS = ("r_scripts/limma_de.R",)
+
+
 @dg.asset(
     partitions_def=de_partitions,
     deps=[dg.AssetDep(harmonized_adata, partition_mapping=dg.MultiToSingleDimensionPartitionMapping(
         partition_dimension_name="dataset"))],
     group_name="effects",
-    code_version=code_version("cpb_assets.effects.de", "cpb_assets.effects.strata", "cpb_assets.effects.labels",
-                              "cpb_assets.effects.workloads", "cpb_assets.effects.assemble", "cpb_resources.limma",
-                              "cpb_resources.fast_limma", scripts=("r_scripts/limma_de.R",)),
+    code_version=code_version(*DE_CODE_MODULES, scripts=DE_CODE_SCRIPTS),
     kinds={"r", "python", "duckdb"},
     description="limma/edgeR signatures: one row per contrast × gene (DuckDB view `de`), fit diagnostics per "
                 "stratum and batch (view `de_strata`). Each stratum/batch is a unit of work on the compute "

@@ -102,7 +102,7 @@ def _peak_rss_kib(folder: Path) -> tuple[int, int]:
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "measure_peak_rss.py"), "tahoe", str(folder),
                           "tahoe100m"], capture_output=True, text=True, env=env, timeout=300, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    return res["maxrss_kib"], res["n_obs"]
+    return res["peak_kib"], res["n_obs"]
 
 
 def test_peak_memory_does_not_grow_with_the_number_of_plates(world, tahoe_run, tmp_path):
