@@ -22,6 +22,7 @@ import pandas as pd
 
 from benchmarks import REPS, median_times, row
 from cpb_assets.datasets import DATASETS
+from cpb_assets.harmonize.assemble import harmonized_scratch
 from cpb_assets.sources.registry import SOURCES
 from cpb_assets.demo.world import build_world
 
@@ -40,7 +41,9 @@ def run(quick: bool = False, reps: int = REPS) -> list[dict]:
     t0 = time.perf_counter()
     world = build_world()
     setup = {"build_world_s": round(time.perf_counter() - t0, 2)}
-    with tempfile.TemporaryDirectory(prefix="cpb_bench_harmonize_") as tmp:
+    # readers that write their h5ad themselves (L1000) write it into tmp (removed with it)
+    with tempfile.TemporaryDirectory(prefix="cpb_bench_harmonize_") as tmp, \
+            harmonized_scratch(Path(tmp) / "_h5ad"):
         for ds in datasets:
             spec = SOURCES[ds]
             folder = Path(tmp) / ds
@@ -56,7 +59,7 @@ def run(quick: bool = False, reps: int = REPS) -> list[dict]:
                                 check=f"FAILED: {type(exc).__name__}: {exc}"[:300], reps=reps, ok=False))
                 continue
             h = last["project"]
-            n_obs, n_vars = h.adata.shape
+            n_obs, n_vars = h.shape
             cells = h.notes.get("cells_in_matrix", h.notes.get("cells_kept"))
             size = f"{n_obs:,} samples × {n_vars:,} genes"
             if cells:

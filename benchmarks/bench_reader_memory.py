@@ -26,13 +26,13 @@ building the inputs), so peaks do not mix, and must keep k × the ×1 samples
 (sci-Plex: the ×1 pseudobulk samples, its copies add nuclei to the same
 wells; ``ok`` False otherwise). The streaming readers (Tahoe: plate by
 plate in 50,000-cell chunks; sci-Plex: triplets in 16 MiB blocks into int32
-CSR chunks of whole cells) must stay flat: the ×100 peak at most 1.3 × the ×10
-peak (×1 is smaller than one streamed block or chunk, so it shows the
-process's base, not the reader's plateau). The others are reported, not held
-to flatness: OP3, CIGS and DILImap read one small file whole (OP3 ~50 MB,
-CIGS workbooks, DILImap bulk counts); L1000 reads the GCTX in 4,096-column
-windows but keeps every wanted column (landmarks × instances, float32);
-Novartis ``load()``s the whole ``Exp`` into R, then takes it plate by plate;
+CSR chunks of whole cells; L1000: the GCTX in 1,024-column windows, each
+window's landmark values written to the harmonized h5ad before the next is
+read) must stay flat: the ×100 peak at most 1.3 × the ×10 peak (×1 is
+smaller than one streamed block or chunk, so it shows the process's base,
+not the reader's plateau). The others are reported, not held to flatness:
+OP3, CIGS and DILImap read one small file whole (OP3 ~50 MB, CIGS
+workbooks, DILImap bulk counts); Novartis ``load()``s the whole ``Exp`` into R, then takes it plate by plate;
 GDPx2 (512 X rows) and VCPI (256 count columns) read blocks of samples and
 keep the kept samples' counts sparse. ``CPB_BENCH_READERS=gdpx2,vcpi_0001``
 runs only those.
@@ -63,7 +63,7 @@ QUICK_SCALES = (1, 10)
 TAHOE_CELLS_X = 20  # fixture cells per plate × 20 = 860 cells per plate
 SCIPLEX_CELLS_X = 20  # ×1 = 1,000 nuclei (~300 k triplets)
 FLAT = 1.3  # streaming readers: peak(×100) <= FLAT × peak(×10)
-STREAMING = {"tahoe100m", "sciplex"}
+STREAMING = {"tahoe100m", "sciplex", "l1000_phase2"}
 SAME_SAMPLES = {"sciplex"}  # ×k adds nuclei to the same wells: the pseudobulk samples stay the ×1 ones
 SOURCES = {"tahoe100m": "tahoe", "sciplex": "sciplex", "op3": "op3", "cigs_tcm": "cigs",
            "dilimap_train_val": "dilimap", "l1000_phase2": "l1000", "novartis_drugseq": "novartis",

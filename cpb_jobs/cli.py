@@ -8,7 +8,7 @@
     the instance of ``$DAGSTER_HOME`` (default ``$CPB_HOME/dagster``), so the
     runs and their lineage show in the UI. Prints progress and a summary:
     samples kept, quarantined by reason, compounds resolved by method.
-``cpb status`` / ``cpb sql QUERY`` / ``cpb release TAG`` / ``cpb audit TAG [--lineage A/P]``
+``cpb status`` / ``cpb sql QUERY`` / ``cpb release TAG`` / ``cpb audit TAG [--lineage A/P]`` / ``cpb verify [--rebuild]``
     See :mod:`cpb_jobs.commands` and docs/releases.md.
 """
 from __future__ import annotations
@@ -162,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lineage", metavar="ASSET/PARTITION",
                    help='print the lineage of one released partition, e.g. "de_table/l1000_phase1|group"')
     p.add_argument("--home", help="CPB_HOME (default $CPB_HOME or ./.cpb)")
+    p = sub.add_parser("verify", help="check every published h5ad/DE product against its sha256 manifest; "
+                                      "exit 1 on damage")
+    p.add_argument("--rebuild", action="store_true",
+                   help="withdraw damaged products (to $CPB_HOME/corrupt/) and materialize them again")
+    p.add_argument("--home", help="CPB_HOME (default $CPB_HOME or ./.cpb)")
     args = parser.parse_args(argv)
     if args.command == "ingest":
         return ingest(args.dataset, args.folder, home=args.home, cellosaurus_file=args.cellosaurus)
@@ -173,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         return commands.sql(args.query, home=args.home, csv=args.csv, parquet=args.parquet)
     if args.command == "release":
         return commands.release(args.tag, home=args.home)
+    if args.command == "verify":
+        return commands.verify(home=args.home, rebuild=args.rebuild)
     if args.command == "audit":
         return commands.audit(args.tag, home=args.home, lineage_key=args.lineage)
     return 2

@@ -1,4 +1,4 @@
-"""``cpb status``, ``cpb sql``, ``cpb release`` and ``cpb audit`` (the `cpb` command's admin side).
+"""``cpb status``, ``cpb sql``, ``cpb release``, ``cpb audit`` and ``cpb verify`` (the `cpb` command's admin side).
 
 Each returns a process exit status; ``cpb_jobs.cli`` parses the arguments.
 """
@@ -172,3 +172,51 @@ def audit(tag: str, home: str | None = None, lineage_key: str | None = None, out
             _say(f"cpb audit: {exc.args[0]}", out)
             return 1
     return 0 if report.ok else 1
+
+
+def verify(home: str | None = None, rebuild: bool = False, out=None) -> int:
+    """Check every published multi-file product against the sha256 manifest it was published with.
+
+    Exit 0 when all are intact. A damaged one is listed file by file; with
+    `rebuild` it is withdrawn (moved to ``$CPB_HOME/corrupt/``, so it is never
+    served) and its asset partition is materialized again through Dagster,
+    upstream first; exit 0 when every rebuild succeeded and verifies. Without
+    `rebuild`, exit 1 when anything is damaged.
+    """
+    warnings.filterwarnings("ignore")
+    from cpb_jobs.demo import _materialize, prepare_environment
+
+    cpb_home = prepare_environment(home)
+    from cpb_resources.storage import published_bundles, unpublish, verify_published
+
+    bundles = published_bundles(cpb_home)
+    damaged = []
+    for version, manifest in bundles:
+        problems = verify_published(version)
+        if problems:
+            damaged.append((version, manifest, problems))
+            part = manifest.get("partition")
+            label = "|".join(part.values()) if isinstance(part, dict) else part
+            _say(f"DAMAGED {manifest.get('asset')}[{label}]", out)
+            for line in problems:
+                _say(f"  {line}", out)
+    _say(f"{len(bundles)} published product(s) checked, {len(damaged)} damaged", out)
+    if not damaged or not rebuild:
+        return 1 if damaged else 0
+    order = ["harmonized_adata", "de_table"]  # upstream first
+    damaged.sort(key=lambda d: order.index(d[1]["asset"]) if d[1].get("asset") in order else len(order))
+    failed = 0
+    for version, manifest, _ in damaged:
+        asset, part = manifest["asset"], manifest["partition"]
+        label = f"{asset}[{'|'.join(part.values()) if isinstance(part, dict) else part}]"
+        moved = unpublish(version, cpb_home / "corrupt", label.replace("[", "__").rstrip("]"))
+        _say(f"withdrawn {label} -> {moved}; rebuilding", out)
+        shown, ok, seconds, errors = _materialize(asset, part)
+        now = [p for v, m in published_bundles(cpb_home) if (m.get("asset"), m.get("partition")) == (asset, part)
+               for p in verify_published(v)]
+        ok = ok and not now
+        failed += not ok
+        _say(f"  [{'ok ' if ok else 'FAILED'}] {shown} {seconds:.1f} s", out)
+        for line in [*errors, *now]:
+            _say(f"    {line}", out)
+    return 1 if failed else 0

@@ -7,17 +7,20 @@ real name.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import anndata as ad
 import dagster as dg
 import pandas as pd
+
+from cpb_resources.sources import sha256_file
 
 # obs string columns are nullable (a missing CID is NULL, not the text "None");
 # anndata >= 0.11 reads these, and the project pins anndata 0.12.
@@ -89,11 +92,164 @@ def _publish_folder(tmp: Path, final: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def write_h5ad(adata: ad.AnnData, path: str | Path) -> Path:
-    """Write an AnnData atomically (gzip-free: h5ad stays fast to read)."""
-    with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp)
-    return Path(path)
+BUNDLES = ".bundles"  # under $CPB_HOME: the versions of multi-file products (atomic_bundle)
+MANIFEST = "MANIFEST.json"  # in each published version: sha256 and size of its files
+
+
+class CorruptProduct(RuntimeError):
+    """A published file no longer matches the checksum recorded when it was published."""
+
+
+def _write_manifest(version: Path, about: dict) -> None:
+    files = {p.relative_to(version).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+             for p in sorted(version.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    (version / MANIFEST).write_text(json.dumps({**about, "files": files}, indent=1, sort_keys=True) + "\n")
+
+
+def _switch_link(link_path: Path, target: str) -> None:
+    """Make `link_path` a symlink to `target` with one rename (a real folder there moves aside first)."""
+    if link_path.is_symlink() and os.readlink(link_path) == target:
+        return
+    tmp = link_path.with_name(f".{link_path.name}.{uuid.uuid4().hex[:8]}.link")
+    os.symlink(target, tmp)
+    if link_path.is_dir() and not link_path.is_symlink():  # an unversioned folder from an older layout
+        aside = link_path.with_name(f".{link_path.name}.{uuid.uuid4().hex[:8]}.replaced")
+        os.rename(link_path, aside)
+        os.replace(tmp, link_path)
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    os.replace(tmp, link_path)
+
+
+@contextlib.contextmanager
+def atomic_bundle(bundle: str | Path, entries: Mapping[str, str | Path], about: Mapping | None = None
+                  ) -> Iterator[Path]:
+    """Publish several files and folders as one unit: readers see all old or all new.
+
+    Yields an empty staging folder; write member ``m`` of `entries` as
+    ``staging/m`` (a file or a folder). On success the staging folder gets a
+    ``MANIFEST.json`` (sha256 and bytes of every file, plus `about`), moves to
+    ``bundle/versions/<version>/`` and the one link ``bundle/current`` is
+    switched to it by a single ``rename``. Each entry path (e.g.
+    ``harmonized/<ds>.h5ad``, ``tables/harmonized_obs/dataset=<ds>``) is a
+    stable relative symlink to ``bundle/current/<member>``, so that one rename
+    moves every entry at once. The previous version stays (a reader may still
+    have its files open); older ones are removed. On an exception nothing is
+    published and the staging folder is removed.
+    """
+    bundle = Path(bundle)
+    versions = bundle / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging.", suffix=".tmp", dir=versions))
+    try:
+        yield staging
+        missing = [m for m in entries if not (staging / m).exists()]
+        if missing:
+            raise FileNotFoundError(f"{bundle}: members {missing} were not written to {staging}")
+        _write_manifest(staging, {**(about or {}), "entries": {m: os.path.relpath(final, bundle)
+                                                               for m, final in entries.items()}})
+        for p in [staging, *staging.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        version = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        os.rename(staging, versions / version)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    current = bundle / "current"
+    previous = os.readlink(current).rsplit("/", 1)[-1] if current.is_symlink() else None
+    _switch_link(current, f"versions/{version}")  # the one step readers can observe
+    for member, final in entries.items():
+        final = Path(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _switch_link(final, os.path.relpath(current / member, final.parent))
+        legacy = final.with_name(f".{final.name}{VERSIONS_SUFFIX}")  # atomic_path's versions before bundles
+        if legacy.is_dir():
+            shutil.rmtree(legacy, ignore_errors=True)
+    for old in versions.iterdir():
+        if old.name not in (version, previous) and not old.name.startswith(".staging."):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def clear_staging(bundle: str | Path) -> list[Path]:
+    """Remove the staging folders a killed writer left in `bundle` (call under the partition lock)."""
+    left = sorted(Path(bundle, "versions").glob(".staging.*.tmp"))
+    for p in left:
+        shutil.rmtree(p, ignore_errors=True)
+    return left
+
+
+def published_version(path: str | Path) -> Path | None:
+    """The version folder (holding ``MANIFEST.json``) that the published `path` resolves into, or None."""
+    real = Path(path).resolve()
+    for folder in [real, *real.parents]:
+        if (folder / MANIFEST).is_file():
+            return folder
+    return None
+
+
+def verify_published(path: str | Path) -> list[str]:
+    """Problems of the published files under `path` against their version's manifest; [] when intact.
+
+    `path` is an entry (``harmonized/<ds>.h5ad``, a table folder) or a whole
+    version folder. A file missing, of another size (truncated) or with
+    another sha256 (modified in place) is a problem, named by its path.
+    """
+    real = Path(path).resolve()
+    version = published_version(real)
+    if version is None:
+        return []  # not a bundle product: nothing recorded to check against
+    manifest = json.loads((version / MANIFEST).read_text())
+    recorded, entries = manifest["files"], manifest.get("entries", {})
+    prefix = real.relative_to(version).as_posix()
+    problems = []
+    for rel, want in recorded.items():
+        if prefix not in (".", "") and rel != prefix and not rel.startswith(prefix + "/"):
+            continue
+        f = version / rel
+        if prefix in (".", ""):  # a whole version: name files by the paths users know (the entries)
+            member, _, rest = rel.partition("/")
+            entry = os.path.normpath(version.parent.parent / entries[member]) if member in entries else None
+            shown = Path(entry, rest) if entry else version / rel
+        else:
+            shown = Path(path) if rel == prefix else Path(path) / rel[len(prefix) + 1:]
+        if not f.is_file():
+            problems.append(f"{shown}: missing (recorded in {version / MANIFEST})")
+        elif f.stat().st_size != want["bytes"]:
+            problems.append(f"{shown}: {f.stat().st_size} bytes, {want['bytes']} when published (truncated?)")
+        elif sha256_file(f) != want["sha256"]:
+            problems.append(f"{shown}: sha256 differs from the one recorded when it was published")
+    return problems
+
+
+def published_bundles(home: str | Path) -> list[tuple[Path, dict]]:
+    """Every multi-file product published under `home`: (its current version folder, its manifest)."""
+    out = []
+    for current in sorted(Path(home, BUNDLES).rglob("current")):
+        version = current.resolve()
+        if current.is_symlink() and (version / MANIFEST).is_file():
+            out.append((version, json.loads((version / MANIFEST).read_text())))
+    return out
+
+
+def unpublish(version: Path, attic: Path, label: str) -> Path:
+    """Withdraw a damaged version: move it to ``attic/<label>-<version>`` and drop its bundle's
+    ``current`` link, so every entry path of the product is missing (never served) until it is
+    rebuilt. Returns where it went."""
+    current = version.parent.parent / "current"
+    attic.mkdir(parents=True, exist_ok=True)
+    dest = attic / f"{''.join(c if c.isalnum() or c in '-_.=' else '_' for c in label)}-{version.name}"
+    if current.is_symlink() and current.resolve() == version.resolve():
+        current.unlink()
+    os.rename(version, dest)
+    return dest
+
+
+def require_intact(path: str | Path, rebuild_hint: str) -> None:
+    """Raise :class:`CorruptProduct` naming the damaged files of `path` (never serve them)."""
+    problems = verify_published(path)
+    if problems:
+        raise CorruptProduct("corrupted published product, not used:\n  " + "\n  ".join(problems)
+                             + f"\nRebuild it: {rebuild_hint}")
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
@@ -171,6 +327,26 @@ class StorageResource(dg.ConfigurableResource):
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def bundle_dir(self, asset: str, *keys: str) -> Path:
+        """Where the versions of one partition of a multi-file product live (:func:`atomic_bundle`)."""
+        return self.path(BUNDLES, asset, *keys)
+
+    def de_dir(self, dataset: str, mode: str, *, verify: bool = True) -> Path:
+        """The published DE partition folder ``tables/de/dataset=<d>/mode=<m>``.
+
+        With `verify` (readers), its files are first checked against the
+        manifest they were published with: a damaged file raises
+        :class:`CorruptProduct` instead of being read.
+        """
+        path = self.table_dir("de", dataset=dataset, mode=mode)
+        if verify and path.exists():
+            require_intact(path, f"cpb verify --rebuild (re-materializes de_table[{dataset}|{mode}])")
+        return path
+
+    def table_dir(self, table: str, **partition: str) -> Path:
+        """Hive partition folder ``tables/<table>/k=v/…`` (the folder of :meth:`table_path`)."""
+        return self.path("tables", table, *[f"{k}={v}" for k, v in partition.items()])
 
     def table_path(self, table: str, **partition: str) -> Path:
         """Hive-partitioned Parquet path: ``tables/<table>/k=v/…/part.parquet``."""

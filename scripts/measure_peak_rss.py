@@ -14,9 +14,11 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import tempfile
 
 import pandas as pd
 
+from cpb_assets.harmonize.assemble import harmonized_scratch
 from cpb_resources.workloads import own_peak_rss_mb
 
 
@@ -25,8 +27,10 @@ def main(argv: list[str]) -> None:
     mod = importlib.import_module(f"cpb_assets.sources.{source}")
     recs = mod.compound_records(folder, dataset)
     registry = pd.DataFrame({"source_id": recs["source_id"], "pubchem_cid": None, "cid_method": "unresolved"})
-    h = mod.harmonize(folder, dataset, registry)
-    print(json.dumps({"peak_kib": round(own_peak_rss_mb() * 1024), "n_obs": int(h.adata.n_obs)}))
+    # a reader that writes its h5ad itself (L1000) writes it here, removed at the end
+    with tempfile.TemporaryDirectory(prefix="cpb-peak-rss-") as tmp, harmonized_scratch(tmp):
+        h = mod.harmonize(folder, dataset, registry)
+        print(json.dumps({"peak_kib": round(own_peak_rss_mb() * 1024), "n_obs": int(h.n_obs)}))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,16 @@ def _r_started_cleanly():
     r_objects()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _harmonized_scratch(tmp_path_factory):
+    """Readers that write their h5ad themselves (L1000) write it under pytest's temporary folder
+    when a test calls them outside the asset (which passes its own folder)."""
+    from cpb_assets.harmonize.assemble import harmonized_scratch
+
+    with harmonized_scratch(tmp_path_factory.mktemp("harmonized-scratch")) as folder:
+        yield folder
+
+
 def make_home(path: Path) -> Path:
     """A fresh CPB_HOME with its Dagster instance config."""
     path.mkdir(parents=True, exist_ok=True)

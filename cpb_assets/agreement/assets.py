@@ -84,7 +84,7 @@ PAIR_DE_MAPPING = PairToDatasetGroupMapping()
 
 
 def _de_folder(storage: StorageResource, ds: str):
-    return storage.path("tables", "de", f"dataset={ds}", "mode=group")
+    return storage.de_dir(ds, "group")
 
 
 def read_conditions(storage: StorageResource, datasets) -> tuple[pd.DataFrame, list[str]]:
@@ -296,7 +296,7 @@ def _read_tables(storage: StorageResource, table: str) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ retrieval, replicates, bootstrap
 def _sep_folder(storage: StorageResource, ds: str):
-    return storage.path("tables", "de", f"dataset={ds}", "mode=sep")
+    return storage.de_dir(ds, "sep")
 
 
 def _empty(columns) -> pd.DataFrame:

@@ -138,7 +138,7 @@ def assemble_de(staging: str | Path, units: list[DEUnit], skipped: list[dict], o
         The plan (:func:`~cpb_assets.effects.strata.plan_units`).
     out_dir
         The partition folder to fill (normally the temporary folder of
-        :func:`~cpb_resources.storage.atomic_path`); one file per
+        :func:`~cpb_resources.storage.atomic_bundle`); one file per
         stratum/batch, ``s<stratum no.>-b<batch>.parquet``, rows sorted by
         contrast_id then gene, row groups of `row_group_rows`; an empty
         file with the schema when nothing was fitted.

@@ -16,7 +16,7 @@ from cpb_assets.harmonize.assets import harmonized_adata
 from cpb_assets.versioning import code_version
 from cpb_resources.catalog import CatalogResource
 from cpb_resources.compute import ComputeResource, ResourceRequest, WorkUnit
-from cpb_resources.storage import StorageResource, atomic_path
+from cpb_resources.storage import StorageResource, atomic_bundle, clear_staging, require_intact, verify_published
 
 MODES = ["group", "sep"]
 mode_partitions = dg.StaticPartitionsDefinition(MODES)
@@ -73,21 +73,25 @@ def de_table(context: dg.AssetExecutionContext, config: DEConfig, storage: Stora
 def _de_partition(context: dg.AssetExecutionContext, storage: StorageResource, catalog: CatalogResource,
                   compute: ComputeResource, ds: str, mode: str, engine: str) -> dg.MaterializeResult:
     t0 = time.perf_counter()
-    final = storage.path("tables", "de", f"dataset={ds}", f"mode={mode}")
+    final = storage.de_dir(ds, mode, verify=False)
     # under the partition lock, staging and temporary folders of this partition belong to a run that
     # died (SIGKILL, power loss): remove them before starting
-    for orphan in [*storage.path("work", "de", ds, mode).glob("*"), *final.parent.glob(f".{final.name}.*.tmp")]:
+    bundle = storage.bundle_dir("de_table", ds, mode)
+    for orphan in [*storage.path("work", "de", ds, mode).glob("*"), *clear_staging(bundle)]:
         context.log.warning(f"removing what a killed run left: {orphan}")
         shutil.rmtree(orphan, ignore_errors=True)
+    # a damaged harmonized file is never fitted (cpb verify --rebuild repairs it)
+    require_intact(storage.harmonized_path(ds), f"cpb verify --rebuild (re-materializes harmonized_adata[{ds}])")
+    source = storage.harmonized_path(ds).resolve()
     staging = storage.path("work", "de", ds, mode, uuid.uuid4().hex[:12])
     staging.mkdir(parents=True, exist_ok=True)
     # the units read the exact harmonized version they were planned from: a hard link to it (a
     # re-harmonization meanwhile replaces the path by rename, never the linked file)
     h5ad = staging / "planned.h5ad"
     try:
-        os.link(storage.harmonized_path(ds).resolve(), h5ad)
+        os.link(source, h5ad)
     except OSError:
-        shutil.copy2(storage.harmonized_path(ds), h5ad)
+        shutil.copy2(source, h5ad)
     backed = ad.read_h5ad(h5ad, backed="r")
     obs, n_genes = backed.obs.copy(), backed.n_vars
     backed.file.close()
@@ -106,11 +110,14 @@ def _de_partition(context: dg.AssetExecutionContext, storage: StorageResource, c
         fit_usage = [{k: r["compute"].get(k) for k in ("unit", "max_rss_mb", "elapsed_s", "attempts")}
                      for r in results]
         del obs
-        with atomic_path(final, is_dir=True) as tmp:  # the partition appears whole or not at all
-            strata = assemble_de(staging, units, skipped, tmp, ds, mode)
-        strata_dir = storage.path("tables", "de_strata", f"dataset={ds}", f"mode={mode}")
-        with atomic_path(strata_dir, is_dir=True) as tmp:
-            strata.drop(columns=HIVE_KEYS).to_parquet(tmp / "part.parquet", index=False)
+        # de and de_strata appear together, whole, or not at all
+        entries = {"de": final, "de_strata": storage.table_dir("de_strata", dataset=ds, mode=mode)}
+        with atomic_bundle(bundle, entries, about={"asset": "de_table", "partition": {"dataset": ds, "mode": mode}}
+                           ) as tmp:
+            (tmp / "de").mkdir()
+            strata = assemble_de(staging, units, skipped, tmp / "de", ds, mode)
+            (tmp / "de_strata").mkdir()
+            strata.drop(columns=HIVE_KEYS).to_parquet(tmp / "de_strata" / "part.parquet", index=False)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     catalog.refresh()
@@ -136,10 +143,10 @@ def _de_partition(context: dg.AssetExecutionContext, storage: StorageResource, c
                             "fitted strata present (DuckDB over the partition's files).")
 def de_values(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     keys = context.partition_key.keys_by_dimension
-    folder = storage.path("tables", "de", f"dataset={keys['dataset']}", f"mode={keys['mode']}")
+    folder = storage.de_dir(keys["dataset"], keys["mode"], verify=False)
     rows, problems = de_value_problems(folder)
-    strata = pd.read_parquet(storage.path("tables", "de_strata", f"dataset={keys['dataset']}",
-                                          f"mode={keys['mode']}", "part.parquet"))
+    problems += verify_published(folder)  # the files as published (sha256 manifest)
+    strata = pd.read_parquet(storage.table_path("de_strata", dataset=keys["dataset"], mode=keys["mode"]))
     want = int(strata.loc[strata["status"] == "ok", "n_contrasts"].sum())
     got = partition_summary(folder)["contrasts"]
     if got != want:

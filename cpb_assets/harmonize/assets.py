@@ -1,5 +1,6 @@
 """Harmonization assets: the compound registry and one harmonized AnnData per dataset."""
 
+import os
 import shutil
 import time
 import uuid
@@ -12,6 +13,7 @@ import pandas as pd
 
 from cpb_assets.datasets import DATASETS, dataset_partitions
 from cpb_assets.errors import SourceFormatError
+from cpb_assets.harmonize.assemble import WrittenH5ad, harmonized_scratch
 from cpb_assets.harmonize.compounds import compound_coverage, registry_reference, resolve_compounds
 from cpb_assets.harmonize.contexts import use_contexts
 from cpb_assets.harmonize.schema import check_harmonized
@@ -24,7 +26,7 @@ from cpb_resources.catalog import CatalogResource
 from cpb_resources.compound_registry import CompoundRegistryResource
 from cpb_resources.compute import ComputeResource, ResourceRequest, WorkUnit
 from cpb_resources.sources import SourceCatalogResource
-from cpb_resources.storage import StorageResource, write_h5ad, write_parquet
+from cpb_resources.storage import StorageResource, atomic_bundle, clear_staging, write_parquet
 
 PSEUDOBULK_REQUEST = ResourceRequest(cpus=1, mem_mb=4096, time_min=60)  # one plate, streamed in chunks
 HARMONIZE_MODULES = ["cpb_assets.harmonize." + m for m in ("assemble", "schema", "units", "contexts", "genes",
@@ -100,22 +102,45 @@ HARMONIZED_CHECK_SPECS = [
 def harmonized_adata(context: dg.AssetExecutionContext, storage: StorageResource,
                      catalog: CatalogResource, compute: ComputeResource) -> dg.MaterializeResult:
     ds = context.partition_key
+    # one run at a time per partition (a second run waits here; the kernel releases the lock if this
+    # process dies), so what a killed run left behind can be removed safely
+    with storage.partition_lock("harmonized_adata", ds, context.log):
+        for orphan in [*storage.path("work", "pseudobulk", ds).glob("*"),
+                       *clear_staging(storage.bundle_dir("harmonized_adata", ds))]:
+            context.log.warning(f"removing what a killed run left: {orphan}")
+            shutil.rmtree(orphan, ignore_errors=True)
+        return _harmonized_partition(context, storage, catalog, compute, ds)
+
+
+def _harmonized_partition(context: dg.AssetExecutionContext, storage: StorageResource, catalog: CatalogResource,
+                          compute: ComputeResource, ds: str) -> dg.MaterializeResult:
     t0 = time.perf_counter()
     registry = _registry_for(storage, ds)
     spec = SOURCES[ds]
     contexts, contexts_from = _contexts_table(storage)
-    with use_contexts(contexts):
-        result = _harmonize(context, spec, storage, compute, registry)
-    result.notes["contexts_table"] = contexts_from
-    problems = check_harmonized(result.adata)
-    bad = {k: v for k, v in problems.items() if v}
-    if bad:  # nothing is written for an invalid product
-        raise dg.Failure(description=f"{ds}: harmonized AnnData violates the schema: {bad}")
-    adata = result.adata
-    # two runs of one partition publish in turn, so the h5ad and its tables come from the same run
-    with storage.partition_lock("harmonized_adata", ds, context.log):
-        write_h5ad(adata, storage.harmonized_path(ds))
-        write_harmonized_tables(storage, ds, adata, result.quarantine.to_frame(), result.unmapped_genes)
+    # a reader that writes its h5ad itself (X block by block, e.g. L1000) writes it here, beside the
+    # published files, so that publishing links it; we hold the partition lock, so whatever is
+    # here is what a killed run left
+    scratch_root = storage.path("work", "harmonized", ds)
+    for orphan in sorted(scratch_root.glob("*")):
+        context.log.warning(f"removing what a killed run left: {orphan}")
+        shutil.rmtree(orphan, ignore_errors=True)
+    scratch = scratch_root / uuid.uuid4().hex[:12]
+    try:
+        with use_contexts(contexts), harmonized_scratch(scratch):
+            result = _harmonize(context, spec, storage, compute, registry)
+        result.notes["contexts_table"] = contexts_from
+        # the AnnData in memory, or the h5ad the reader wrote (obs/var in memory, X on disk): the
+        # schema check and the counts below read obs and var only, never X
+        adata = result.product
+        problems = check_harmonized(adata)
+        bad = {k: v for k, v in problems.items() if v}
+        if bad:  # nothing is written for an invalid product
+            raise dg.Failure(description=f"{ds}: harmonized AnnData violates the schema: {bad}")
+        # the h5ad and its tables are published as one unit
+        publish_harmonized(storage, ds, adata, result.quarantine.to_frame(), result.unmapped_genes)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     catalog.refresh()
     q = result.quarantine.to_frame()
     obs = adata.obs
@@ -184,18 +209,38 @@ def _registry_for(storage: StorageResource, ds: str) -> pd.DataFrame:
     return reg.astype(object).where(reg.notna(), None)
 
 
-def write_harmonized_tables(storage: StorageResource, ds: str, adata: ad.AnnData, quarantine: pd.DataFrame,
-                            unmapped: pd.DataFrame) -> None:
-    """The catalog tables of one harmonized partition (hive key `dataset` supplies that column)."""
+HARMONIZED_TABLES = ("harmonized_obs", "harmonized_var", "quarantine", "gene_map_unmapped")
+
+
+def publish_harmonized(storage: StorageResource, ds: str, adata: ad.AnnData | WrittenH5ad,
+                       quarantine: pd.DataFrame, unmapped: pd.DataFrame) -> None:
+    """Publish the .h5ad and its four catalog tables as one unit (``storage.atomic_bundle``): after a
+    crash, readers see every file of one run, never a new h5ad beside old tables. The hive key
+    `dataset` supplies that column of the tables.
+
+    `adata`: the AnnData in memory (written here), or the h5ad a reader already wrote
+    (:class:`WrittenH5ad`, X block by block): that file is hard-linked into the bundle (copied, in
+    blocks, where a link cannot be made), never read whole or written again."""
     obs = adata.obs.reset_index().drop(columns=["dataset"])
     for c in obs.columns:
         if isinstance(obs[c].dtype, pd.CategoricalDtype):
             obs[c] = obs[c].astype("string")
-    var = adata.var.reset_index()
-    write_parquet(obs, storage.table_path("harmonized_obs", dataset=ds))
-    write_parquet(var.astype("string"), storage.table_path("harmonized_var", dataset=ds))
-    write_parquet(quarantine.drop(columns=["dataset"]), storage.table_path("quarantine", dataset=ds))
-    write_parquet(unmapped.astype("string"), storage.table_path("gene_map_unmapped", dataset=ds))
+    frames = {"harmonized_obs": obs, "harmonized_var": adata.var.reset_index().astype("string"),
+              "quarantine": quarantine.drop(columns=["dataset"]), "gene_map_unmapped": unmapped.astype("string")}
+    entries = {"adata.h5ad": storage.harmonized_path(ds),
+               **{t: storage.table_dir(t, dataset=ds) for t in HARMONIZED_TABLES}}
+    bundle = storage.bundle_dir("harmonized_adata", ds)
+    with atomic_bundle(bundle, entries, about={"asset": "harmonized_adata", "partition": ds}) as staging:
+        if isinstance(adata, WrittenH5ad):
+            try:
+                os.link(adata.path, staging / "adata.h5ad")
+            except OSError:  # another file system (or no hard links): a streamed copy
+                shutil.copyfile(adata.path, staging / "adata.h5ad")
+        else:
+            adata.write_h5ad(staging / "adata.h5ad")
+        for table, frame in frames.items():
+            (staging / table).mkdir()
+            frame.to_parquet(staging / table / "part.parquet", index=False)
 
 
 # --- checks of harmonized_adata: what the asset did not already enforce (check_specs on the asset; the
@@ -211,9 +256,12 @@ def _asset_check_result(name: str, problems: list[str], metadata: dict,
                                metadata={**metadata, "problems": dg.MetadataValue.json(problems)})
 
 
-def harmonized_check_results(storage: StorageResource, ds: str, adata: ad.AnnData, quarantine: pd.DataFrame,
-                             unmapped: pd.DataFrame, notes: dict) -> list[dg.AssetCheckResult]:
-    """One AssetCheckResult per spec of :data:`HARMONIZED_CHECK_SPECS`, computed on the written files."""
+def harmonized_check_results(storage: StorageResource, ds: str, adata: ad.AnnData | WrittenH5ad,
+                             quarantine: pd.DataFrame, unmapped: pd.DataFrame, notes: dict
+                             ) -> list[dg.AssetCheckResult]:
+    """One AssetCheckResult per spec of :data:`HARMONIZED_CHECK_SPECS`, computed on the written files
+    (the .h5ad opened backed: its obs and var, never X) against what the reader produced (`adata`:
+    in memory or the h5ad it wrote; only its obs, var and counts are read)."""
     import duckdb
 
     results = []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 import anndata as ad
 import numpy as np
@@ -42,8 +43,16 @@ def make_sample_id(plate, well, perturbagen, cell_type) -> pd.Series:
 CHECK_CATEGORIES = ("columns", "ids", "doses", "controls", "duplicates")
 
 
-def check_harmonized(adata: ad.AnnData) -> dict[str, list[str]]:
-    """Schema violations of a harmonized AnnData, by category.
+class ObsAndVar(Protocol):
+    """What the schema checks read: an AnnData, or a reader's written h5ad
+    (:class:`cpb_assets.harmonize.assemble.WrittenH5ad`, obs and var in memory, X on disk)."""
+
+    obs: pd.DataFrame
+    var: pd.DataFrame
+
+
+def check_harmonized(adata: ad.AnnData | ObsAndVar) -> dict[str, list[str]]:
+    """Schema violations of a harmonized AnnData, by category (obs and var only: X is never read).
 
     Categories: ``columns`` (required obs/var columns and dtypes), ``ids``
     (``CVCL_``/``CL_`` cell types, ``ENSG`` genes, numeric CIDs),
@@ -101,7 +110,7 @@ def check_harmonized(adata: ad.AnnData) -> dict[str, list[str]]:
     return out
 
 
-def validate_harmonized(adata: ad.AnnData) -> list[str]:
+def validate_harmonized(adata: ad.AnnData | ObsAndVar) -> list[str]:
     """Every schema violation of a harmonized AnnData (empty list: valid)."""
     return [p for probs in check_harmonized(adata).values() for p in probs]
 

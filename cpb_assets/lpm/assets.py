@@ -41,7 +41,7 @@ def lpm_table_dir(storage: StorageResource, ds: str):
 def lpm_table(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     ds = context.partition_key
     t0 = time.perf_counter()
-    folder = storage.path("tables", "de", f"dataset={ds}", "mode=group")
+    folder = storage.de_dir(ds, "group")
     files = sorted(folder.glob("*.parquet"))
     if not files:
         raise dg.Failure(description=f"{ds}: no group DE table at {folder}; materialize de_table[{ds}|group] first")

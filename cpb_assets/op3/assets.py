@@ -46,7 +46,7 @@ PREDICT_REQUEST = ResourceRequest(cpus=1, mem_mb=3000, time_min=60, kind="gpu")
 )
 def op3_targets(context: dg.AssetExecutionContext, storage: StorageResource,
                 catalog: CatalogResource) -> dg.MaterializeResult:
-    folder = storage.path("tables", "de", f"dataset={OP3}", "mode=group")
+    folder = storage.de_dir(OP3, "group")
     files = sorted(folder.glob("*.parquet"))
     if not files:
         raise dg.Failure(description=f"no op3 group DE rows at {folder}: materialize de_table[op3|group] first")

@@ -14,7 +14,6 @@ Pure functions: no Dagster here (the asset gathers lineage from the instance).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,8 @@ from typing import Callable, Iterable
 
 import pyarrow.parquet as pq
 
+from cpb_resources.sources import sha256_file as sha256_of  # one sha256 of a file for the platform
+
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 # what a release holds: (folder under $CPB_HOME, file suffixes)
@@ -32,14 +33,6 @@ RELEASED_TREES = (("tables", (".parquet",)), ("harmonized", (".h5ad",)), ("lpm/s
 
 class ReleaseError(RuntimeError):
     """A release cannot be written (e.g. its tag exists) or read (no manifest)."""
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def row_count(path: Path) -> int | None:

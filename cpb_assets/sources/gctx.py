@@ -9,6 +9,7 @@ metadata as rows, then one row per gene.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,16 @@ class GCT:
     data: np.ndarray  # (n_genes, n_samples)
     row_meta: pd.DataFrame  # index: row id
     col_meta: pd.DataFrame  # index: column id
+
+    def column_blocks(self, cols: np.ndarray, rows: np.ndarray, block: int = 4_096
+                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """As :meth:`GCTXFile.column_blocks`, from the matrix in memory: ``(which, values)``,
+        `values` (len(which), len(rows)) samples × genes, at most `block` columns each."""
+        cols = np.asarray(cols, dtype=np.int64)
+        rows = np.asarray(rows, dtype=np.int64)
+        for b0 in range(0, len(cols), block):
+            which = np.arange(b0, min(b0 + block, len(cols)))
+            yield which, self.data.T[np.ix_(cols[which], rows)]
 
 
 def _typed(values: list | np.ndarray) -> np.ndarray:
@@ -95,18 +106,51 @@ def gctx_ids(path: str | Path) -> tuple[pd.Index, pd.Index]:
     return out[0], out[1]
 
 
-def read_gctx(path: str | Path, row_ids=None, col_ids=None, block: int = 4_096) -> GCT:
-    """Read a GCTX (HDF5) file, optionally only some rows (genes) and columns (samples).
+@dataclass
+class GCTXFile:
+    """A GCTX on disk: its row and column metadata read, the matrix left in the file
+    (:meth:`column_blocks` streams it)."""
 
-    The real Level 3 matrices are far larger than memory (Phase I: 1.3 M
-    samples × 12,328 genes), so the selection is read block by block: at most
-    `block` samples of the full gene axis are in memory at once.
+    path: Path
+    row_meta: pd.DataFrame  # index: row id (all rows of the file)
+    col_meta: pd.DataFrame  # index: column id (all columns of the file)
 
-    Parameters
-    ----------
-    row_ids, col_ids
-        IDs to keep (None: all). Unknown IDs are ignored; the result keeps the
-        file's order.
+    def column_blocks(self, cols: np.ndarray, rows: np.ndarray, block: int = 4_096
+                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The matrix values of columns `cols` (file positions, any order) at rows `rows`, one
+        window of at most `block` file columns at a time: ``(which, values)`` with `which` the
+        positions in `cols` and `values` (len(which), len(rows)), samples × genes.
+
+        Only one window is in memory at once (its slab of ≤ `block` samples × every gene, then the
+        selected values), whatever the number of columns.
+
+        Raises
+        ------
+        SourceFormatError
+            The matrix cannot be read (truncated file).
+        """
+        cols = np.asarray(cols, dtype=np.int64)
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(cols, kind="stable")
+        c_sorted = cols[order]
+        with _open_hdf5(self.path) as fh:
+            dset = fh[MATRIX]
+            for w0 in range(0, len(self.col_meta), block):
+                lo, hi = np.searchsorted(c_sorted, [w0, w0 + block])
+                if lo == hi:
+                    continue
+                sel = c_sorted[lo:hi]
+                try:
+                    slab = dset[int(sel[0]):int(sel[-1]) + 1]
+                except OSError as exc:  # truncated datasets fail on read, not on open
+                    raise SourceFormatError(self.path, MATRIX, f"cannot read data, file truncated? ({exc})") from exc
+                values = slab[np.ix_(sel - sel[0], rows)]
+                del slab
+                yield order[lo:hi], values
+
+
+def open_gctx(path: str | Path) -> GCTXFile:
+    """Read a GCTX's metadata and check its layout; the matrix stays on disk.
 
     Raises
     ------
@@ -115,8 +159,8 @@ def read_gctx(path: str | Path, row_ids=None, col_ids=None, block: int = 4_096) 
         file, missing matrix or metadata, shape mismatch, duplicate IDs, text
         that is not UTF-8.
     """
+    path = Path(path)
     with _open_hdf5(path) as fh:
-        path = Path(path)
         for need in (MATRIX, ROW_META, COL_META):
             if need not in fh:
                 raise SourceFormatError(path, need, "missing in the GCTX layout")
@@ -133,24 +177,38 @@ def read_gctx(path: str | Path, row_ids=None, col_ids=None, block: int = 4_096) 
         if dset.ndim != 2 or dset.shape != (len(col_meta), len(row_meta)):
             raise SourceFormatError(path, MATRIX, f"shape {dset.shape} does not match "
                                                   f"{len(col_meta)} columns × {len(row_meta)} rows of metadata")
-        r_idx = np.arange(len(row_meta)) if row_ids is None else np.flatnonzero(row_meta.index.isin(row_ids))
-        c_idx = np.arange(len(col_meta)) if col_ids is None else np.flatnonzero(col_meta.index.isin(col_ids))
-        data = np.empty((len(r_idx), len(c_idx)), dtype=dset.dtype)
-        try:
-            done = 0
-            # windows of at most `block` file columns: a scattered selection never reads a slab wider
-            # than one window (memory stays block × genes whatever the selection)
-            for w0 in range(0, len(col_meta), block):
-                lo, hi = np.searchsorted(c_idx, [w0, w0 + block])
-                if lo == hi:
-                    continue
-                sel = c_idx[lo:hi]
-                slab = dset[int(sel[0]):int(sel[-1]) + 1]
-                data[:, done:done + len(sel)] = slab[sel - sel[0]][:, r_idx].T
-                done += len(sel)
-        except OSError as exc:  # truncated datasets fail on read, not on open
-            raise SourceFormatError(path, MATRIX, f"cannot read data, file truncated? ({exc})") from exc
-    return GCT(data, row_meta.iloc[r_idx], col_meta.iloc[c_idx])
+    return GCTXFile(path, row_meta, col_meta)
+
+
+def read_gctx(path: str | Path, row_ids=None, col_ids=None, block: int = 4_096) -> GCT:
+    """Read a GCTX (HDF5) file, optionally only some rows (genes) and columns (samples).
+
+    The real Level 3 matrices are far larger than memory (Phase I: 1.3 M
+    samples × 12,328 genes), so the selection is read block by block: at most
+    `block` samples of the full gene axis are in memory at once, besides the
+    selection itself (the harmonized L1000 reader does not keep even that: it
+    streams :meth:`GCTXFile.column_blocks`).
+
+    Parameters
+    ----------
+    row_ids, col_ids
+        IDs to keep (None: all). Unknown IDs are ignored; the result keeps the
+        file's order.
+
+    Raises
+    ------
+    SourceFormatError
+        As :func:`open_gctx`, and a matrix that cannot be read.
+    """
+    f = open_gctx(path)
+    r_idx = np.arange(len(f.row_meta)) if row_ids is None else np.flatnonzero(f.row_meta.index.isin(row_ids))
+    c_idx = np.arange(len(f.col_meta)) if col_ids is None else np.flatnonzero(f.col_meta.index.isin(col_ids))
+    with _open_hdf5(f.path) as fh:
+        dtype = fh[MATRIX].dtype
+    data = np.empty((len(r_idx), len(c_idx)), dtype=dtype)
+    for which, values in f.column_blocks(c_idx, r_idx, block):
+        data[:, which] = values.T
+    return GCT(data, f.row_meta.iloc[r_idx], f.col_meta.iloc[c_idx])
 
 
 def read_gct(path: str | Path) -> GCT:

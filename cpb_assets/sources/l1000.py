@@ -15,6 +15,11 @@ Rules (METHODS §1–2): keep ``trt_cp`` and DMSO ``ctl_vehicle``; plate =
 ``det_plate``; doses to µM and times to hours; the 978 landmark genes, Entrez →
 Ensembl; CIDs from the compound registry (the L1000 DE labels use them), which
 takes the CIDs pert_info ships as the ``source_cid`` method.
+The matrix is never held: the instance metadata are cleaned up first, then the
+GCTX is streamed in windows of :data:`WINDOW` columns, each window's kept
+instances × landmarks written into the harmonized h5ad (X dense float32,
+:class:`~cpb_assets.harmonize.assemble.DenseH5adWriter`) before the next is
+read; the reader returns that file (``Harmonized.written``).
 Records that cannot be used are quarantined with a reason, one by one (an
 unknown dose unit, a missing plate ID, NaN/inf values, a matrix column
 without an inst_info row or the reverse); a broken file stops the partition
@@ -29,12 +34,12 @@ import numpy as np
 import pandas as pd
 
 from cpb_assets.errors import SourceFormatError
-from cpb_assets.harmonize.assemble import assemble_harmonized, is_synthetic
+from cpb_assets.harmonize.assemble import DenseH5adWriter, harmonized_frames, is_synthetic, scratch_h5ad_path
 from cpb_assets.harmonize.contexts import resolve_cell_types
 from cpb_assets.harmonize.quarantine import Quarantine
 from cpb_assets.harmonize.units import UnitError, dose_to_uM, parse_dose, parse_time, time_to_h
 from cpb_assets.sources.base import Harmonized, RemoteFile
-from cpb_assets.sources.gctx import GCT, gctx_ids, read_gctx
+from cpb_assets.sources.gctx import GCT, GCTXFile, gctx_ids, open_gctx
 from cpb_assets.sources.readers import (check_not_empty, clean_ids, empty_compound_records, find_source_file,
                                         read_bytes, require_columns)
 
@@ -42,6 +47,7 @@ KEPT_PERT_TYPES = {"trt_cp", "ctl_vehicle"}
 MISSING = {"-666", "-666.0", "", "nan", "None"}
 INST_REQUIRED = ["inst_id", "pert_id", "pert_iname", "pert_type", "cell_id"]
 MATRIX_GLOB = "*Level3*.gctx"
+WINDOW = 1_024  # GCTX columns read at once (a slab of 1,024 × 12,328 float32 = 48 MiB)
 N_GEO_ROWS = 12328  # rows of the real Level 3 matrices (978 landmarks + 11,350 inferred genes)
 
 _GEO = "https://ftp.ncbi.nlm.nih.gov/geo/series"
@@ -143,7 +149,7 @@ def _quantity(inst: pd.DataFrame, file: Path, kind: str, q: Quarantine) -> np.nd
     return out
 
 
-def _metadata_from_gct(gct: GCT) -> pd.DataFrame:
+def _metadata_from_gct(gct: GCT | GCTXFile) -> pd.DataFrame:
     """Instance metadata carried inside a GCT(X) (as in single-plate files)."""
     inst = gct.col_meta.copy()
     for c in inst.columns:
@@ -167,15 +173,17 @@ def _plates_and_wells(inst: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return plate.set_axis(inst.index), well.set_axis(inst.index)
 
 
-def harmonize_gct(gct: GCT, inst: pd.DataFrame, *, dataset: str, registry: pd.DataFrame,
+def harmonize_gct(gct: GCT | GCTXFile, inst: pd.DataFrame, *, dataset: str, registry: pd.DataFrame,
                   matrix_file: Path, inst_file: Path, gene_info: pd.DataFrame | None = None,
-                  matrix_columns: pd.Index | None = None) -> Harmonized:
-    """Harmonize an L1000 matrix with its instance metadata.
+                  matrix_columns: pd.Index | None = None, block: int = WINDOW) -> Harmonized:
+    """Harmonize an L1000 matrix with its instance metadata into an h5ad written block by block
+    (``Harmonized.written``; the folder of :func:`~cpb_assets.harmonize.assemble.harmonized_scratch`).
 
     Parameters
     ----------
     gct
-        Level 3 matrix (genes × instances); it may hold only the wanted columns.
+        Level 3 matrix (genes × instances): in memory (:class:`GCT`, it may hold only the wanted
+        columns) or a GCTX on disk (:class:`GCTXFile`, streamed `block` columns at a time).
     inst
         Instance metadata (``inst_info`` columns, strings).
     registry
@@ -186,6 +194,9 @@ def harmonize_gct(gct: GCT, inst: pd.DataFrame, *, dataset: str, registry: pd.Da
     matrix_columns
         Every column ID of the matrix file (default: the columns of `gct`),
         so that columns without an inst_info row are quarantined, not lost.
+    block
+        Matrix columns read (and written) at once: the reader's memory is one such window
+        (its slab of every gene), whatever the number of instances.
     """
     q = Quarantine(dataset)
     require_columns(inst, INST_REQUIRED, inst_file)
@@ -223,34 +234,41 @@ def harmonize_gct(gct: GCT, inst: pd.DataFrame, *, dataset: str, registry: pd.Da
                                     inst_file).to_numpy()
     ok = ~bad & cell.notna().to_numpy()
 
-    genes, unmapped = _landmark_genes(gct, matrix_file, q, gene_info)
-    # one copy of the matrix, of the kept instances only, already samples × genes in C order (fancy
-    # indexing of the transposed view); a second only when a row has to go for non-finite values
+    genes, unmapped = _landmark_genes(gct.row_meta, matrix_file, q, gene_info)
+    # the kept instances' landmark values go to the h5ad one window of columns at a time (never all
+    # in memory); rows that hold a NaN/inf are noted on the way and removed from the file after
     kept = np.flatnonzero(ok)
     cols = gct.col_meta.index.get_indexer(inst["inst_id"].to_numpy()[kept])
-    X = gct.data.T[np.ix_(cols, genes["row"].to_numpy())].astype(np.float32, copy=False)
-    finite = np.isfinite(X).all(axis=1)
-    if not finite.all():
-        q.add(matrix_file, inst.loc[kept[~finite], "inst_id"], NON_FINITE)
-        ok[kept[~finite]] = False
-        X = X[finite]
-    inst, dose, time = inst[ok].reset_index(drop=True), dose[ok], time[ok]
-    cell, plate, well = (cell[ok].reset_index(drop=True), plate[ok].reset_index(drop=True),
-                         well[ok].reset_index(drop=True))
-    samples = pd.DataFrame({
-        "plate": plate.to_numpy(), "well": well.to_numpy(), "cell_type": cell.to_numpy(),
-        "perturbagen": inst["pert_iname"].to_numpy(), "perturbagen_name": inst["pert_iname"].to_numpy(),
-        "pert_id": inst["pert_id"].to_numpy(),
-        "is_control": (inst["pert_type"] == "ctl_vehicle").to_numpy(),
-        "pert_dose_uM": dose, "pert_time_h": time,
-        "source_id": inst["pert_id"].where(inst["pert_type"] == "trt_cp", None).to_numpy(),
-    })
-    synthetic = is_synthetic(Path(matrix_file), Path(inst_file), _gctx_synthetic_attr(matrix_file))
-    adata = assemble_harmonized(samples, X, genes.set_index("ensembl_id"), dataset=dataset, synthetic=synthetic,
-                                registry=registry, file=str(inst_file))
-    notes = {"instances_kept": int(adata.n_obs), "instances_dropped": int(q.to_frame()["n"].sum()),
-             "genes": int(adata.n_vars), "genes_unmapped": int(len(unmapped))}
-    return Harmonized(adata, q, unmapped, notes)
+    writer = DenseH5adWriter(scratch_h5ad_path(dataset), len(kept), len(genes), np.float32)
+    try:
+        for which, values in gct.column_blocks(cols, genes["row"].to_numpy(), block):
+            writer.write_rows(which, values)
+        nonfinite = writer.nonfinite_rows()
+        if len(nonfinite):
+            q.add(matrix_file, inst.loc[kept[nonfinite], "inst_id"], NON_FINITE)
+            ok[kept[nonfinite]] = False
+            writer.drop_rows(nonfinite)
+        inst, dose, time = inst[ok].reset_index(drop=True), dose[ok], time[ok]
+        cell, plate, well = (cell[ok].reset_index(drop=True), plate[ok].reset_index(drop=True),
+                             well[ok].reset_index(drop=True))
+        samples = pd.DataFrame({
+            "plate": plate.to_numpy(), "well": well.to_numpy(), "cell_type": cell.to_numpy(),
+            "perturbagen": inst["pert_iname"].to_numpy(), "perturbagen_name": inst["pert_iname"].to_numpy(),
+            "pert_id": inst["pert_id"].to_numpy(),
+            "is_control": (inst["pert_type"] == "ctl_vehicle").to_numpy(),
+            "pert_dose_uM": dose, "pert_time_h": time,
+            "source_id": inst["pert_id"].where(inst["pert_type"] == "trt_cp", None).to_numpy(),
+        })
+        synthetic = is_synthetic(Path(matrix_file), Path(inst_file), _gctx_synthetic_attr(matrix_file))
+        obs, var, uns = harmonized_frames(samples, genes.set_index("ensembl_id"), dataset=dataset,
+                                          synthetic=synthetic, registry=registry, file=str(inst_file))
+        written = writer.finish(obs, var, uns)
+    except BaseException:
+        writer.abort()
+        raise
+    notes = {"instances_kept": int(written.n_obs), "instances_dropped": int(q.to_frame()["n"].sum()),
+             "genes": int(written.n_vars), "genes_unmapped": int(len(unmapped))}
+    return Harmonized(None, q, unmapped, notes, written=written)
 
 
 def _gctx_synthetic_attr(path: Path):
@@ -273,9 +291,10 @@ def _entrez_text(v) -> str | None:
     return str(int(f)) if np.isfinite(f) and f.is_integer() and f > 0 else None
 
 
-def _landmark_genes(gct: GCT, matrix_file: Path, q: Quarantine, gene_info: pd.DataFrame | None = None
+def _landmark_genes(rm: pd.DataFrame, matrix_file: Path, q: Quarantine, gene_info: pd.DataFrame | None = None
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Landmark rows with their Ensembl IDs; unmapped and duplicate genes quarantined.
+    """Landmark rows (positions in the row metadata `rm`) with their Ensembl IDs; unmapped and
+    duplicate genes quarantined.
 
     With `gene_info` (the GEO layout) the row IDs are Entrez IDs and
     ``pr_is_lm`` marks landmarks; without it the GCTX's own row metadata
@@ -283,7 +302,6 @@ def _landmark_genes(gct: GCT, matrix_file: Path, q: Quarantine, gene_info: pd.Da
     """
     from cpb_assets.harmonize.genes import entrez_to_ensembl
 
-    rm = gct.row_meta
     if gene_info is not None:
         lm_ids = set(gene_info.loc[gene_info["_is_lm"], "_entrez"])
         entrez_all = pd.Series([_entrez_text(i) for i in rm.index], dtype=object)
@@ -331,36 +349,31 @@ def read_gene_info(path: Path) -> pd.DataFrame:
     return info
 
 
-def _read_folder(folder: Path, dataset: str) -> tuple[GCT, pd.DataFrame, Path, Path, pd.DataFrame | None,
-                                                      pd.Index]:
+def _read_folder(folder: Path, dataset: str) -> tuple[GCTXFile, pd.DataFrame, Path, Path, pd.DataFrame | None]:
+    """The GCTX (metadata read, matrix left on disk: the real matrices do not fit in memory), the
+    instance metadata, both files, and the gene_info table (None without one)."""
     matrix_file = check_not_empty(find_source_file(folder, MATRIX_GLOB))
+    gctx_ids(matrix_file)  # the IDs first: their errors name the ID datasets
+    gctx = open_gctx(matrix_file)
     inst_file = find_source_file(folder, "*inst_info*.txt*", required=False)
     if inst_file is None:  # single-plate files carry their metadata in the GCTX columns
-        gct = read_gctx(matrix_file)
-        return gct, _metadata_from_gct(gct), matrix_file, matrix_file, None, gct.col_meta.index
+        return gctx, _metadata_from_gct(gctx), matrix_file, matrix_file, None
     inst = read_info_table(inst_file, INST_REQUIRED)
     gene_file = find_source_file(folder, "*gene_info*.txt*", required=False)
     gene_info = read_gene_info(gene_file) if gene_file is not None else None
-    row_ids, col_ids = gctx_ids(matrix_file)
-    # read only the kept instances and the landmark genes: the real matrices do not fit in memory
-    wanted = inst.loc[inst["pert_type"].isin(KEPT_PERT_TYPES), "inst_id"]
     if gene_info is not None:
         lm = set(gene_info.loc[gene_info["_is_lm"], "_entrez"])
-        rows = [r for r in row_ids if _entrez_text(r) in lm]
-        if not rows:
+        if not any(_entrez_text(r) in lm for r in gctx.row_meta.index):
             raise SourceFormatError(matrix_file, "0/META/ROW/id",
                                     f"no row ID is a landmark Entrez ID of {gene_file.name}")
-    else:
-        rows = None
-    gct = read_gctx(matrix_file, row_ids=rows, col_ids=wanted)
-    return gct, inst, matrix_file, inst_file, gene_info, col_ids
+    return gctx, inst, matrix_file, inst_file, gene_info
 
 
 def harmonize(folder: str | Path, dataset: str, registry: pd.DataFrame) -> Harmonized:
-    """Harmonize one L1000 phase from its native files in `folder`."""
-    gct, inst, matrix_file, inst_file, gene_info, columns = _read_folder(Path(folder), dataset)
-    return harmonize_gct(gct, inst, dataset=dataset, registry=registry, matrix_file=matrix_file,
-                         inst_file=inst_file, gene_info=gene_info, matrix_columns=columns)
+    """Harmonize one L1000 phase from its native files in `folder` (the h5ad written block by block)."""
+    gctx, inst, matrix_file, inst_file, gene_info = _read_folder(Path(folder), dataset)
+    return harmonize_gct(gctx, inst, dataset=dataset, registry=registry, matrix_file=matrix_file,
+                         inst_file=inst_file, gene_info=gene_info)
 
 
 def compound_records(folder: str | Path, dataset: str) -> pd.DataFrame:

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from cpb_assets.harmonize.assets import (HARMONIZED_CHECK_SPECS, harmonized_adata, harmonized_check_results,
-                                         write_harmonized_tables)
+                                         publish_harmonized)
 from cpb_assets.harmonize.quarantine import QUARANTINE_COLUMNS
-from cpb_resources.storage import StorageResource, write_h5ad, write_parquet
+from cpb_resources.storage import StorageResource, write_parquet
 
 DS = "vcpi_0001"
 
@@ -35,8 +35,7 @@ def _quarantine(n_samples=0, n_genes=0):
 def _run(tmp_path, adata, q, unmapped=None, notes=None):
     storage = StorageResource(home=str(tmp_path))
     unmapped = pd.DataFrame(columns=["input", "reason"]) if unmapped is None else unmapped
-    write_h5ad(adata, storage.harmonized_path(DS))
-    write_harmonized_tables(storage, DS, adata, q, unmapped)
+    publish_harmonized(storage, DS, adata, q, unmapped)
     return storage, {r.check_name: r for r in harmonized_check_results(storage, DS, adata, q, unmapped,
                                                                        notes or {})}
 

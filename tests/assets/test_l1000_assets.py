@@ -21,6 +21,9 @@ def test_outputs_land_under_home(l1000_home):
         a = ad.read_h5ad(l1000_home / "harmonized" / f"{ds}.h5ad")
         assert a.n_vars == 978 and a.n_obs > 1000
         assert set(a.obs["dataset"].astype(str)) == {ds}
+        # the reader wrote the h5ad itself (X block by block), the asset linked it into the bundle
+        assert a.X.dtype == "float32" and a.X.shape == (a.n_obs, 978)
+    assert not any((l1000_home / "work" / "harmonized").glob("*/*"))  # the reader's scratch removed
     assert (l1000_home / "catalog.duckdb").exists()
     assert (l1000_home / "sources" / "_truth" / "effects.npz").exists()
 
@@ -117,8 +120,15 @@ def test_bad_partition_fails_alone(l1000_home, tmp_path, monkeypatch):
         assert _sha(bad) == bad_sha and _sha(good) == good_sha
         leftovers = [p.name for p in (cpb_home / "harmonized").iterdir() if p.name.startswith(".")]
         assert leftovers == []
+        scratch = cpb_home / "work" / "harmonized"  # where the L1000 reader writes its h5ad
+        assert not any(scratch.glob("*/*"))  # the failed run's folder removed
+        # what a killed run left there is removed by the next run of that partition (under its lock)
+        orphan = scratch / "l1000_phase2" / "deadbeef0000" / "l1000_phase2-deadbeef0000.h5ad"
+        orphan.parent.mkdir(parents=True)
+        orphan.write_bytes(b"partial")
         # the other partition still materializes
         assert _run(dg.AssetSelection.assets(harmonized_adata), "l1000_phase2", instance).success
+        assert not any(scratch.glob("*/*"))
     pd.testing.assert_frame_equal(
         pd.read_parquet(cpb_home / "tables" / "harmonized_obs" / "dataset=l1000_phase2"), obs_before)
 

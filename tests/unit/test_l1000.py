@@ -64,7 +64,7 @@ def test_harmonize_real_plate(tmp_path, reader, name):
     inst = l1000._metadata_from_gct(gct)
     h = l1000.harmonize_gct(gct, inst, dataset="l1000_phase1", registry=NO_REGISTRY, matrix_file=src,
                             inst_file=src)
-    a = h.adata
+    a = h.to_memory()
     assert validate_harmonized(a) == []
     assert a.shape == (26 + 328, 978)  # positive controls dropped, all landmarks mapped
     assert h.quarantine.summary() == {"pert_type trt_poscon not kept (trt_cp and ctl_vehicle only)": 23}
@@ -113,7 +113,7 @@ def test_synthetic_roundtrip_matches_design(world, demo_phase1):
     rec = l1000.compound_records(demo_phase1, "l1000_phase1")
     assert len(rec) == len(d.compounds)
     registry = pd.DataFrame({"source_id": rec["source_id"], "pubchem_cid": "1", "cid_method": "test"})
-    a = l1000.harmonize(demo_phase1, "l1000_phase1", registry).adata
+    a = l1000.harmonize(demo_phase1, "l1000_phase1", registry).to_memory()
     assert validate_harmonized(a) == []
     assert a.uns["synthetic"] is True  # the demo files say SYNTHETIC
     n_24 = len(d.cell_types) * d.replicates * (8 + len(d.compounds) * len(d.doses_uM))
@@ -178,9 +178,9 @@ def test_unknown_dose_unit_quarantines_that_instance_only(demo_phase1, tmp_path)
     i = inst.index[inst["pert_type"] == "trt_cp"][3]
     inst.loc[i, "pert_dose_unit"] = "furlongs"
     inst.to_csv(_inst(src), sep="\t", index=False)
-    before = l1000.harmonize(demo_phase1, "l1000_phase1", NO_REGISTRY).adata.n_obs
+    before = l1000.harmonize(demo_phase1, "l1000_phase1", NO_REGISTRY).to_memory().n_obs
     h = l1000.harmonize(src, "l1000_phase1", NO_REGISTRY)
-    assert h.adata.n_obs == before - 1
+    assert h.to_memory().n_obs == before - 1
     q = h.quarantine.to_frame()
     row = q[q["reason"].str.startswith("dose not understood")]
     assert row["record_id"].tolist() == [inst.loc[i, "inst_id"]]
@@ -216,8 +216,8 @@ def test_real_plate_is_not_labelled_synthetic_and_takes_the_dataset_assay(real_p
     _, gct = real_pair
     h = l1000.harmonize_gct(gct, l1000._metadata_from_gct(gct), dataset="l1000_phase2", registry=NO_REGISTRY,
                             matrix_file=REAL_GCT, inst_file=REAL_GCT)
-    assert h.adata.uns["synthetic"] is False
-    assert set(h.adata.obs["assay"]) == {DATASET_INFO["l1000_phase2"].assay} == {"L1000"}
+    assert h.to_memory().uns["synthetic"] is False
+    assert set(h.to_memory().obs["assay"]) == {DATASET_INFO["l1000_phase2"].assay} == {"L1000"}
 
 
 def test_unknown_cell_lines_of_the_real_plate_are_quarantined(real_pair):
@@ -229,12 +229,12 @@ def test_unknown_cell_lines_of_the_real_plate_are_quarantined(real_pair):
     inst.loc[kept[2], "cell_id"] = "CVCL_9999"
     h = l1000.harmonize_gct(gct, inst, dataset="l1000_phase1", registry=NO_REGISTRY, matrix_file=REAL_GCT,
                             inst_file=REAL_GCT)
-    assert h.adata.n_obs == 26 + 328 - 2
+    assert h.to_memory().n_obs == 26 + 328 - 2
     q = h.quarantine.to_frame()
     lost = q[q["reason"] == "unknown cell line: NOT-A-LINE"]
     assert sorted(lost["record_id"]) == sorted(inst.loc[kept[:2], "inst_id"]) and lost["n"].sum() == 2
-    assert (h.adata.obs["cell_type"] == "CVCL_9999").sum() == 1
-    assert validate_harmonized(h.adata) == []
+    assert (h.to_memory().obs["cell_type"] == "CVCL_9999").sum() == 1
+    assert validate_harmonized(h.to_memory()) == []
 
 
 # ------------------------------------------------------------------ the GEO layout (tests/data fixtures)
@@ -259,7 +259,7 @@ def test_real_layout_fixture(dataset, n_obs, reasons):
     (Phase I) or det_plate (Phase II), µM/nM and 'um' doses, quarantine of the planted faults."""
     folder = FIXTURES / dataset
     h = l1000.harmonize(folder, dataset, NO_REGISTRY)
-    a = h.adata
+    a = h.to_memory()
     assert validate_harmonized(a) == [] and a.uns["synthetic"] is False
     assert a.shape == (n_obs, 978) and h.quarantine.summary() == reasons
     assert set(a.obs["plate"]) == {"LJP005_A375_24H_X1_B19"} and set(a.obs["cell_type"]) == {"CVCL_0132"}
@@ -310,8 +310,8 @@ def test_nan_and_inf_values_quarantine_their_instances(tmp_path):
     h = l1000.harmonize(src, "l1000_phase2", NO_REGISTRY)
     q = h.quarantine.to_frame()
     assert sorted(q.loc[q["reason"] == l1000.NON_FINITE, "record_id"]) == sorted(cols[[0, 1]])
-    assert h.adata.n_obs == 26 + 328 - 2  # the NaN in a non-landmark row (instance 3) costs nothing
-    assert np.isfinite(h.adata.X).all()
+    assert h.to_memory().n_obs == 26 + 328 - 2  # the NaN in a non-landmark row (instance 3) costs nothing
+    assert np.isfinite(h.to_memory().X).all()
 
 
 def test_empty_and_truncated_files_name_the_file(tmp_path):
@@ -343,7 +343,7 @@ def test_missing_plate_ids_are_quarantined_never_the_text_none(tmp_path):
     h = l1000.harmonize(src, "l1000_phase1", NO_REGISTRY)
     q = h.quarantine.to_frame()
     assert q.loc[q["reason"] == l1000.NO_PLATE, "record_id"].tolist() == [new]
-    assert not h.adata.obs["plate"].astype(str).isin(["None", "nan", ""]).any()
+    assert not h.to_memory().obs["plate"].astype(str).isin(["None", "nan", ""]).any()
     # Phase II: a blank det_plate falls back to the inst_id's plate part
     src2 = _geo_copy(tmp_path / "p2")
     inst_path = next(src2.glob("*inst_info*"))
@@ -352,7 +352,7 @@ def test_missing_plate_ids_are_quarantined_never_the_text_none(tmp_path):
     inst.to_csv(inst_path.with_name(inst_path.name[:-3]), sep="\t", index=False)
     inst_path.unlink()
     h2 = l1000.harmonize(src2, "l1000_phase2", NO_REGISTRY)
-    assert set(h2.adata.obs["plate"]) == {"LJP005_A375_24H_X1_B19"}
+    assert set(h2.to_memory().obs["plate"]) == {"LJP005_A375_24H_X1_B19"}
 
 
 def GCTrename(g, old, new):

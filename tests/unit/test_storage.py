@@ -4,7 +4,8 @@ import os
 import pandas as pd
 import pytest
 
-from cpb_resources.storage import atomic_path, write_parquet
+from cpb_resources.storage import (CorruptProduct, atomic_bundle, atomic_path, published_bundles, require_intact,
+                                    verify_published, write_parquet)
 
 
 class Boom(RuntimeError):
@@ -143,3 +144,78 @@ def test_partition_lock_makes_a_second_run_wait_and_survives_sigkill(tmp_path):
     proc.join()
     with storage.partition_lock("harmonized_adata", "l1000_phase1", timeout_s=5):
         pass
+
+
+def _publish(bundle, entries, text, fail=False):
+    with atomic_bundle(bundle, entries, about={"asset": "a", "partition": "p"}) as tmp:
+        (tmp / "data.txt").write_text(text)
+        (tmp / "table").mkdir()
+        (tmp / "table" / "part.txt").write_text(text.upper())
+        if fail:
+            raise Boom()
+
+
+def test_bundle_members_switch_together_and_the_previous_version_stays(tmp_path):
+    bundle = tmp_path / ".bundles" / "a" / "p"
+    entries = {"data.txt": tmp_path / "data" / "p.txt", "table": tmp_path / "tables" / "t" / "dataset=p"}
+    _publish(bundle, entries, "one")
+    first = os.readlink(bundle / "current")
+    assert (tmp_path / "data" / "p.txt").read_text() == "one"
+    assert (tmp_path / "tables" / "t" / "dataset=p" / "part.txt").read_text() == "ONE"
+    link_before = os.readlink(tmp_path / "data" / "p.txt")
+    _publish(bundle, entries, "two")
+    # entries are stable links through `current`: one rename moved both members
+    assert os.readlink(tmp_path / "data" / "p.txt") == link_before
+    assert not os.readlink(tmp_path / "data" / "p.txt").startswith("/")  # relative: the home can move
+    assert (tmp_path / "data" / "p.txt").read_text() == "two"
+    assert (tmp_path / "tables" / "t" / "dataset=p" / "part.txt").read_text() == "TWO"
+    assert sorted(p.name for p in (bundle / "versions").iterdir()) == sorted(
+        [first.split("/")[-1], os.readlink(bundle / "current").split("/")[-1]])
+    assert oct((bundle / "current" / "table").stat().st_mode)[-3:] == "755"
+    assert oct((tmp_path / "data" / "p.txt").stat().st_mode)[-3:] == "644"
+
+
+def test_bundle_failure_publishes_nothing_and_leaves_no_staging(tmp_path):
+    bundle = tmp_path / "b"
+    entries = {"data.txt": tmp_path / "d.txt", "table": tmp_path / "t"}
+    _publish(bundle, entries, "one")
+    with pytest.raises(Boom):
+        _publish(bundle, entries, "two", fail=True)
+    assert (tmp_path / "d.txt").read_text() == "one" and (tmp_path / "t" / "part.txt").read_text() == "ONE"
+    assert not list((bundle / "versions").glob(".staging.*"))
+    with pytest.raises(FileNotFoundError, match="members"):  # a member not written: nothing published
+        with atomic_bundle(bundle, {**entries, "extra": tmp_path / "x"}) as tmp:
+            (tmp / "data.txt").write_text("three")
+            (tmp / "table").mkdir()
+    assert (tmp_path / "d.txt").read_text() == "one" and not (tmp_path / "x").exists()
+
+
+def test_bundle_replaces_an_unversioned_folder_and_a_file_entry(tmp_path):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "old.txt").write_text("old")
+    (tmp_path / "d.txt").write_text("old")
+    _publish(tmp_path / "b", {"data.txt": tmp_path / "d.txt", "table": tmp_path / "t"}, "new")
+    assert (tmp_path / "t").is_symlink() and sorted(p.name for p in (tmp_path / "t").iterdir()) == ["part.txt"]
+    assert (tmp_path / "d.txt").read_text() == "new"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".replaced", ".link"))]
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda f: f.write_bytes(f.read_bytes()[:3]), "3 bytes, 8 when published (truncated?)"),
+    (lambda f: f.write_bytes(b"tw0-" + f.read_bytes()[4:]), "sha256 differs"),
+    (lambda f: f.unlink(), "missing"),
+])
+def test_verify_published_names_the_damaged_file(tmp_path, damage, expected):
+    bundle = tmp_path / ".bundles" / "a" / "p"
+    entries = {"data.txt": tmp_path / "d.txt", "table": tmp_path / "t"}
+    _publish(bundle, entries, "two-more")
+    assert verify_published(tmp_path / "t") == [] and verify_published(tmp_path / "d.txt") == []
+    damage((tmp_path / "t" / "part.txt").resolve())
+    problems = verify_published(tmp_path / "t")
+    assert len(problems) == 1 and problems[0].startswith(f"{tmp_path / 't' / 'part.txt'}: ")
+    assert expected in problems[0]
+    assert verify_published(tmp_path / "d.txt") == []  # the other member is intact
+    [(version, manifest)] = published_bundles(tmp_path)
+    assert manifest["asset"] == "a" and verify_published(version) == problems  # named by the entry path
+    with pytest.raises(CorruptProduct, match="Rebuild it: cpb verify --rebuild"):
+        require_intact(tmp_path / "t", "cpb verify --rebuild")
