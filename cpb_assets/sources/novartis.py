@@ -1,4 +1,4 @@
-"""Novartis DRUG-seq U2OS MoA Box (``novartis_drugseq``), read from the real R files through R.
+"""Novartis DRUG-seq U2OS MoA Box (``novartis_drugseq``), read from the real R files (without R).
 
 The release (Zenodo 10.5281/zenodo.14291446; github.com/Novartis/DRUG-seq,
 ``data/Novartis_drugseq_U2OS_MoABox``; CC-BY-4.0) ships:
@@ -26,12 +26,12 @@ The release (Zenodo 10.5281/zenodo.14291446; github.com/Novartis/DRUG-seq,
     4,345 rows, many without any structure; 140 SMILES carry doubled
     backslashes (``C(\\\\C)``), repaired here (see :func:`repair_smiles`).
 
-The RData files are deserialized with R's ``load()`` through rpy2 (data, never
-evaluated as code) and the counts are taken plate by plate as sparse
-triplets: Python never holds a dense wells × genes matrix. Note that
-``load()`` itself brings the whole ``Exp`` object into R's memory (the
-uncompressed object of the full release is tens of GB); each batch is
-released in R as soon as it has been read.
+The RData files are read by :mod:`cpb_assets.sources.rdata`, a streaming
+reader of R's serialization format written for this project (no R, no
+``load()``; data only, never evaluated): ``Exp`` is walked sequentially from
+the gzip stream, one plate at a time, each count matrix read sparse block by
+block, so neither R nor Python ever holds more than one plate (the previous
+``load()`` through rpy2 held the whole ``Exp``, tens of GB for the release).
 
 Clean-up (METHODS §1, in this order, per plate): wells without an
 Annotation row or without counts, wells without a plate barcode, EMPTY
@@ -57,6 +57,8 @@ from cpb_assets.harmonize.units import UnitError
 from cpb_assets.sources.base import Harmonized, RemoteFile
 from cpb_assets.sources.drugseq_rules import (apply_sample_filters, clean_records, dose_from_parts, finish,
                                               integer_counts, present, require_columns, strip_version, time_hours)
+from cpb_assets.sources.rdata import (RDataReader, RObject, SparseVector, as_character, column_values,
+                                      is_data_frame, is_numeric, r_class, r_names, row_names)
 from cpb_assets.sources.readers import check_not_empty, find_source_file
 
 DATASET = "novartis_drugseq"
@@ -92,121 +94,78 @@ REMOTE_FILES: dict[str, list[RemoteFile]] = {
 }
 
 
-# --- R side: our own helper functions (never anything read from the data) --------------------------
-_R_HELPERS = r"""
-local({
-  columns <- function(a) {
-    list(names = names(a), rownames = rownames(a),
-         cols = lapply(a, function(v) if (is.numeric(v)) as.double(v) else as.character(v)))
-  }
-  plate_parts <- function(plate) {
-    if (!is.list(plate)) return(list(error = "is not a list"))
-    m <- plate[["UMI.counts"]]
-    a <- plate[["Annotation"]]
-    if (is.null(m)) return(list(error = "has no UMI.counts"))
-    if (!is.matrix(m) || !is.numeric(m))
-      return(list(error = paste("UMI.counts is not a numeric matrix but", class(m)[1])))
-    if (is.null(a)) return(list(error = "has no Annotation"))
-    if (!is.data.frame(a)) return(list(error = paste("Annotation is not a data.frame but", class(a)[1])))
-    nr <- nrow(m)
-    nz <- which(m != 0 | is.na(m))
-    list(dim = dim(m), rownames = rownames(m), colnames = colnames(m),
-         i = as.integer((nz - 1) %% nr), j = as.integer((nz - 1) %/% nr), x = as.double(m[nz]),
-         anno = columns(a))
-  }
-  exp_batches <- function(e) {
-    x <- e$Exp
-    if (!is.list(x) || is.data.frame(x) || is.null(names(x))) return(NULL)
-    names(x)
-  }
-  batch_plates <- function(e, b) {
-    x <- e$Exp[[b]]
-    if (!is.list(x) || is.data.frame(x) || is.null(names(x))) return(NULL)
-    names(x)
-  }
-  plate_at <- function(e, b, p) plate_parts(e$Exp[[b]][[p]])
-  exp_note <- function(e) {
-    n <- attr(e$Exp, "note")
-    if (is.character(n) && length(n) == 1 && !is.na(n)) n else ""
-  }
-  drop_batch <- function(e, b) {
-    e$Exp[[b]] <- list()
-    invisible(NULL)
-  }
-  load_into <- function(path) {
-    env <- new.env(parent = emptyenv())
-    nms <- load(path, envir = env)
-    list(env = env, names = nms)
-  }
-  list(columns = columns, plate_parts = plate_parts, load_into = load_into, exp_batches = exp_batches,
-       batch_plates = batch_plates, plate_at = plate_at, drop_batch = drop_batch,
-       exp_note = exp_note)
-})
-"""
-_helpers = None
+def _exp_layout(path: Path):
+    """First pass over the file: the names of ``Exp``'s batches, plates and plate elements, and its note.
 
+    R writes a list's names after its elements, so the names of the batches
+    are known only at the end of ``Exp``: this pass walks the whole stream,
+    skipping (not keeping) every vector, and the second pass reads the
+    plates knowing their names.
 
-def _r():
-    """rpy2's robjects (R started with the process environment kept) and our helper functions."""
-    global _helpers
-    from cpb_resources.limma import r_objects
-
-    ro = r_objects()
-    if _helpers is None:
-        _helpers = ro.r(_R_HELPERS)
-    return ro, _helpers
-
-
-def _is_null(ro, obj) -> bool:
-    return obj is ro.NULL or type(obj).__name__ == "NULLType"
-
-
-def _strings(ro, obj) -> list | None:
-    """An R character vector as Python strings (NA → None); None for R's NULL."""
-    if _is_null(ro, obj):
-        return None
-    return [None if v is ro.NA_Character else str(v) for v in obj]
-
-
-def _load_rdata(path: Path, wanted: str):
-    """``load()`` one RData file into a fresh R environment (parent: the empty environment).
-
-    Returns ``(robjects, helpers, env)``; the caller takes what it needs from
-    `env` (object `wanted` is there). Loading deserializes data only; nothing
-    of the file is called or evaluated.
-
-    Raises
-    ------
-    SourceFormatError
-        Empty, truncated or non-RData file (field ``<RData>``), or no object
-        called `wanted` (field `wanted`).
+    Returns
+    -------
+    (batches, plates, elements, note)
+        ``batches``: ``names(Exp)`` (None: ``Exp`` is not a named list);
+        ``plates[b]``: ``names(Exp[[b]])`` (None: not a named list);
+        ``elements[b][p]``: ``names(Exp[[b]][[p]])`` (None: no names;
+        ``False``: the plate is not a list).
     """
-    check_not_empty(path)
-    ro, h = _r()
-    from rpy2.rinterface_lib.embedded import RRuntimeError
+    found: list[str] = []
+    batches = note = None
+    plates: list = []
+    elements: list = []
+    with RDataReader(path) as r:
+        for name, node in r.objects():
+            found.append(name)
+            if name != "Exp" or batches is not None or plates:
+                continue
+            if not node.is_list:
+                continue
+            for b in node.elements():
+                if not b.is_list:
+                    plates.append(None)
+                    elements.append([])
+                    continue
+                per = []
+                for p in b.elements():
+                    if p.is_list:
+                        for e in p.elements():
+                            e.skip()
+                        per.append(r_names_of(p.attributes()))
+                    else:
+                        per.append(False)
+                attrs = b.attributes()
+                plates.append(None if _inherits(attrs, "data.frame") else r_names_of(attrs))
+                elements.append(per)
+            attrs = node.attributes()
+            batches = None if _inherits(attrs, "data.frame") else r_names_of(attrs)
+            n = attrs.get("note")
+            note = n.value[0] if (n is not None and n.type == "character" and len(n) == 1
+                                  and n.value[0] is not None) else ""
+    if "Exp" not in found:
+        raise SourceFormatError(path, "Exp", f"no R object 'Exp' in the file (found {found})")
+    return batches, plates, elements, note or ""
 
-    try:
-        loaded = h.rx2("load_into")(str(path))
-    except RRuntimeError as exc:
-        raise SourceFormatError(path, "<RData>", f"R cannot load this file (truncated or not an RData file): "
-                                                 f"{str(exc).strip()}") from None
-    names = _strings(ro, loaded.rx2("names")) or []
-    if wanted not in names:
-        raise SourceFormatError(path, wanted, f"no R object {wanted!r} in the file (found {names})")
-    return ro, h, loaded.rx2("env")
+
+def r_names_of(attrs: dict) -> list | None:
+    """``names()`` from a list's attributes (None for no names)."""
+    n = attrs.get("names")
+    return None if n is None or n.type != "character" else list(n.value)
 
 
-def _frame(ro, parts, file, field: str) -> pd.DataFrame:
-    """A data.frame handed over by the ``columns`` helper as pandas (text columns keep None for NA)."""
-    names = _strings(ro, parts.rx2("names")) or []
-    cols = parts.rx2("cols")
+def _inherits(attrs: dict, cls: str) -> bool:
+    c = attrs.get("class")
+    return c is not None and c.type == "character" and cls in c.value
+
+
+def _frame(obj: RObject, file, field: str) -> pd.DataFrame:
+    """A data.frame as pandas: numeric columns float64 (NA → NaN), others strings (NA → None); index = row names."""
+    names = r_names(obj) or []
     data = {}
     for k, name in enumerate(names):
-        v = cols[k]
-        data[name] = (np.asarray(v, dtype=float) if type(v).__name__ == "FloatVector"
-                      else pd.Series(_strings(ro, v), dtype=object))
+        data[name] = column_values(obj.value[k], file, f"{field}/{name}")
     df = pd.DataFrame(data)
-    rn = _strings(ro, parts.rx2("rownames"))
+    rn = row_names(obj)
     if rn is not None:
         if len(rn) != len(df):
             raise SourceFormatError(file, field, f"{len(rn)} row names for {len(df)} rows")
@@ -215,19 +174,74 @@ def _frame(ro, parts, file, field: str) -> pd.DataFrame:
 
 
 def read_gene_map(path: str | Path) -> pd.DataFrame:
-    """``drugseq_ensg_v98`` of the v98 annotation RData as pandas (``geneID``, ``ensembl_gene_id``, …)."""
+    """``drugseq_ensg_v98`` of the v98 annotation RData as pandas (``geneID``, ``ensembl_gene_id``, …).
+
+    Read with :mod:`cpb_assets.sources.rdata` (the file's other objects are skipped).
+    """
     path = Path(path)
-    ro, h, env = _load_rdata(path, GENE_MAP_OBJECT)
-    obj = ro.r["get"](GENE_MAP_OBJECT, envir=env)
-    if not ro.r["is.data.frame"](obj)[0]:
+    check_not_empty(path)
+    found, obj = [], None
+    with RDataReader(path) as r:
+        for name, node in r.objects():
+            found.append(name)
+            if name == GENE_MAP_OBJECT and obj is None:
+                obj = node.read()
+    if GENE_MAP_OBJECT not in found:
+        raise SourceFormatError(path, GENE_MAP_OBJECT, f"no R object {GENE_MAP_OBJECT!r} in the file (found {found})")
+    if not is_data_frame(obj):
         raise SourceFormatError(path, GENE_MAP_OBJECT, "is not a data.frame")
-    df = _frame(ro, h.rx2("columns")(obj), path, GENE_MAP_OBJECT).reset_index(drop=True)
+    df = _frame(obj, path, GENE_MAP_OBJECT).reset_index(drop=True)
     require_columns(df, ["geneID", "ensembl_gene_id"], path)
     return df
 
 
+def _plate_parts(node, names: list | None, path: Path, loc: str):
+    """Read one plate: ``(counts RObject, Annotation RObject)``; its other elements are skipped.
+
+    ``UMI.counts`` is read sparse (only its non-zero entries are kept, block
+    by block). Raises the reader's error for a plate that is not a list, or
+    lacks a numeric matrix ``UMI.counts`` or a data.frame ``Annotation``.
+    """
+    if names is False or not node.is_list:
+        node.skip()
+        raise SourceFormatError(path, loc, "plate is not a list")
+    names = names or []
+    first = lambda key: next((k for k, n in enumerate(names) if n == key), None)  # noqa: E731
+    k_m, k_a = first("UMI.counts"), first("Annotation")
+    m = a = None
+    for k, e in enumerate(node.elements(names)):
+        if k == k_m:
+            m = e.read(sparse=True)
+        elif k == k_a:
+            a = e.read()
+        else:
+            e.skip()
+    if m is None or m.type == "NULL":
+        raise SourceFormatError(path, loc, "plate has no UMI.counts")
+    dim = m.attr("dim")
+    if dim is None or len(dim) != 2 or not is_numeric(m):
+        raise SourceFormatError(path, loc, f"plate UMI.counts is not a numeric matrix but {r_class(m)[0]}")
+    if a is None or a.type == "NULL":
+        raise SourceFormatError(path, loc, "plate has no Annotation")
+    if not is_data_frame(a):
+        raise SourceFormatError(path, loc, f"plate Annotation is not a data.frame but {r_class(a)[0]}")
+    return m, a
+
+
+def _dimnames(m: RObject):
+    dn = m.attr("dimnames")
+    if dn is None or dn.type != "list" or len(dn.value) != 2:
+        return None, None
+    return tuple(None if v.type == "NULL" else as_character(v) for v in dn.value)
+
+
 def iter_plates(path: str | Path, info: dict | None = None):
     """Yield the plates of ``Exp`` one at a time, counts as sparse matrices.
+
+    The file is read by :mod:`cpb_assets.sources.rdata` in two sequential
+    passes over its (decompressed) stream: the first collects the names
+    (R writes them after the elements), the second reads one plate at a
+    time, its count matrix sparse, block by block; no other plate is held.
 
     Yields
     ------
@@ -243,37 +257,40 @@ def iter_plates(path: str | Path, info: dict | None = None):
     SourceFormatError
         File unreadable, ``Exp`` not a list of lists, a plate without
         ``UMI.counts``/``Annotation``, counts without dimnames, NaN,
-        negative or fractional counts (field ``<batch>/<plate>/UMI.counts``).
+        negative or fractional counts (field ``<batch>/<plate>/UMI.counts``),
+        or anything but data in the file (code, environments).
     """
     path = Path(path)
-    # Python keeps no reference to Exp itself, so that R can free each batch once it has been read
-    ro, h, env = _load_rdata(path, "Exp")
-    batches = _strings(ro, h.rx2("exp_batches")(env))
+    check_not_empty(path)
+    batches, plates, elements, note = _exp_layout(path)
     if info is not None:
-        info["note"] = _strings(ro, h.rx2("exp_note")(env))[0]
+        info["note"] = note
     if not batches:
         raise SourceFormatError(path, "Exp", "must be a named list of batches (Exp[[batch]][[plate]])")
-    for b_idx, batch in enumerate(batches, start=1):
-        plates = _strings(ro, h.rx2("batch_plates")(env, b_idx))
-        if not plates:
-            raise SourceFormatError(path, f"Exp/{batch}", "must be a named list of plates")
-        for p_idx, plate in enumerate(plates, start=1):
-            loc = f"{batch}/{plate}"
-            parts = h.rx2("plate_at")(env, b_idx, p_idx)
-            if "error" in list(parts.names):
-                raise SourceFormatError(path, loc, f"plate {_strings(ro, parts.rx2('error'))[0]}")
-            n_genes, n_wells = (int(v) for v in parts.rx2("dim"))
-            rows, cols = _strings(ro, parts.rx2("rownames")), _strings(ro, parts.rx2("colnames"))
-            if rows is None or cols is None:
-                raise SourceFormatError(path, f"{loc}/UMI.counts", "matrix has no row or column names")
-            x = np.asarray(parts.rx2("x"), dtype=float)
-            counts = sp.csr_matrix((x, (np.asarray(parts.rx2("j")), np.asarray(parts.rx2("i")))),
-                                   shape=(n_wells, n_genes))
-            counts = integer_counts(counts, path, f"{loc}/UMI.counts", sparse_out=True)
-            anno = _frame(ro, parts.rx2("anno"), path, f"{loc}/Annotation")
-            del parts
-            yield batch, plate, counts, pd.Index(rows), pd.Index(cols), anno
-        h.rx2("drop_batch")(env, b_idx)
+    with RDataReader(path) as r:
+        exp = next(node for name, node in r.objects() if name == "Exp")
+        for b_idx, bnode in enumerate(exp.elements(batches)):
+            batch = batches[b_idx]
+            if not plates[b_idx]:
+                raise SourceFormatError(path, f"Exp/{batch}", "must be a named list of plates")
+            for p_idx, pnode in enumerate(bnode.elements(plates[b_idx])):
+                plate = plates[b_idx][p_idx]
+                loc = f"{batch}/{plate}"
+                m, a = _plate_parts(pnode, elements[b_idx][p_idx], path, loc)
+                n_genes, n_wells = (int(v) for v in m.attr("dim").value)
+                rows, cols = _dimnames(m)
+                if rows is None or cols is None:
+                    raise SourceFormatError(path, f"{loc}/UMI.counts", "matrix has no row or column names")
+                sv = m.value if isinstance(m.value, SparseVector) else None
+                idx, x = (sv.index, sv.values) if sv is not None else (np.zeros(0, np.int64), np.zeros(0))
+                nr = max(n_genes, 1)
+                counts = sp.csr_matrix((x, ((idx // nr).astype(np.int32), (idx % nr).astype(np.int32))),
+                                       shape=(n_wells, n_genes))
+                del m, sv, idx, x
+                counts = integer_counts(counts, path, f"{loc}/UMI.counts", sparse_out=True)
+                anno = _frame(a, path, f"{loc}/Annotation")
+                del a
+                yield batch, plate, counts, pd.Index(rows), pd.Index(cols), anno
 
 
 def gene_summing_matrix(gene_ids: pd.Index, table: pd.DataFrame, file, q: Quarantine
