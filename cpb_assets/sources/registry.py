@@ -138,9 +138,14 @@ def source_spec(dataset: str) -> SourceSpec:
         raise KeyError(f"unknown dataset partition {dataset!r}; known: {', '.join(SOURCES)}") from None
 
 
+# what the readers share (a change to one of these changes what every reader may produce)
+SHARED_READER_MODULES = ("cpb_assets.sources.base", "cpb_assets.sources.readers", "cpb_assets.sources.gctx",
+                         "cpb_assets.sources.rdata", "cpb_assets.sources.drugseq_rules")
+
+
 def reader_modules() -> list[str]:
-    """Every reader module, once each (for code versions)."""
-    return sorted({s.reader for s in SOURCES.values()})
+    """Every reader module and the helpers they share, once each (for code versions)."""
+    return sorted({s.reader for s in SOURCES.values()} | set(SHARED_READER_MODULES))
 
 
 def writer_modules() -> list[str]:
