@@ -31,7 +31,9 @@ process. The price is ~1 s of interpreter start per unit.
 environment (``pre_deployed_env_path``: a folder holding ``activate.sh`` and
 ``env/bin/python``). Logs stream back through dagster-pipes; the SLURM job id
 and ``sacct`` metrics (CPU efficiency, max memory, elapsed, state) are added
-to the step's output metadata by dagster-slurm.
+to the step's output metadata by dagster-slurm. :meth:`ComputeResource.run_many`
+packs the small units of a step into fewer jobs (:func:`plan_packs`; one
+Python process per job runs its pack's units one after another).
 
 Configuration from the environment (:meth:`ComputeResource.from_env`)
 --------------------------------------------------------------------
@@ -55,6 +57,9 @@ variable                       meaning                                     defau
 ``CPB_SLURM_QOS``              ``--qos``                                   none
 ``CPB_SLURM_GPUS``             ``--gres=gpu:N`` for ``gpu``-kind units      ``0``
 ``CPB_SLURM_MAX_CONCURRENT``   jobs of one step in flight at once          ``200``
+``CPB_SLURM_PACK_SLOTS``       packs per step and kind; 0 = auto_pack_slots ``0``
+``CPB_SLURM_PACK_MAX_UNITS``   units per pack at most; 1 = no packing      ``32``
+``CPB_SLURM_PACK_MAX_TIME_MIN`` summed time requests of a pack at most     ``240``
 ``CPB_COMPUTE_RETRIES``        extra attempts of a failed or killed unit   ``1``
 ``CPB_LOCAL_WORKERS``          local subprocesses of one step at once      ``1``
 ``CPB_SITE_PROFILE``           YAML site profile (defaults for the above)  none
@@ -68,7 +73,10 @@ import concurrent.futures as cf
 import dataclasses
 import getpass
 import json
+import math
 import os
+import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -103,7 +111,8 @@ def _rss_mb(raw: str) -> int:
 
 PROFILE_KEYS = {"mode", "host", "port", "user", "key_path", "key_env", "known_hosts", "partition", "partitions",
                 "cpus", "mem_mb", "time_min", "gpus_per_job", "remote_base", "env_path", "account", "qos", "poll_s",
-                "max_concurrent_jobs", "max_retries", "local_workers"}
+                "max_concurrent_jobs", "max_retries", "local_workers", "pack_slots", "pack_max_units",
+                "pack_max_time_min"}
 
 
 def load_site_profile(path: str | Path, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -259,6 +268,74 @@ class WorkUnit:
     request: Optional[ResourceRequest] = None
 
 
+def plan_packs(requests: Sequence[ResourceRequest], slots: int | Mapping[str, int], max_units: int,
+               max_time_min: int) -> list[list[int]]:
+    """Group units (given by their requests) into packs: one SLURM job per pack.
+
+    Returns lists of unit indices: each pack's units in unit order, packs ordered
+    by their first unit. Deterministic. Units of different ``kind`` never share a
+    pack. Per kind, the number of packs is ``min(slots, units)`` raised as far as
+    needed so that no pack holds more than ``max_units`` units or more than
+    ``max_time_min`` summed minutes of time requests (a unit whose own request is
+    longer gets a pack of its own). Units are dealt longest first to the pack with
+    the least summed time (LPT), so the packs of a step end at about the same time.
+    ``max_units <= 1`` turns packing off (one pack per unit). ``slots`` is one
+    number for every kind or a mapping kind -> slots (missing kinds: one per unit).
+    """
+    by_kind: dict[str, list[int]] = {}
+    for i, r in enumerate(requests):
+        by_kind.setdefault(r.kind, []).append(i)
+    packs: list[list[int]] = []
+    for kind, idxs in by_kind.items():
+        n = len(idxs)
+        n_slots = slots.get(kind, n) if isinstance(slots, Mapping) else slots
+        if max_units <= 1 or n_slots >= n:
+            packs.extend([i] for i in idxs)
+            continue
+        total = sum(requests[i].time_min for i in idxs)
+        n_packs = min(n, max(1, n_slots, math.ceil(n / max_units), math.ceil(total / max(1, max_time_min))))
+        members: list[list[int]] = [[] for _ in range(n_packs)]
+        minutes = [0] * n_packs
+        for i in sorted(idxs, key=lambda i: (-requests[i].time_min, -requests[i].mem_mb, i)):
+            t = requests[i].time_min
+            fits = [p for p in range(len(members)) if len(members[p]) < max_units
+                    and (not members[p] or minutes[p] + t <= max_time_min)]
+            if fits:
+                p = min(fits, key=lambda p: (minutes[p], len(members[p]), p))
+            else:
+                members.append([])
+                minutes.append(0)
+                p = len(members) - 1
+            members[p].append(i)
+            minutes[p] += t
+        packs.extend(sorted(m) for m in members if m)
+    return sorted(packs, key=lambda m: m[0])
+
+
+def pack_request(requests: Sequence[ResourceRequest], max_time_min: int) -> ResourceRequest:
+    """What a pack asks SLURM for: the largest memory, CPUs and GPUs of its units, and their summed
+    time requests capped at ``max_time_min`` (never below the longest single request)."""
+    kinds = {r.kind for r in requests}
+    if len(kinds) != 1:
+        raise ValueError(f"a pack holds units of one kind, got {sorted(kinds)}")
+    longest = max(r.time_min for r in requests)
+    return ResourceRequest(cpus=max(r.cpus for r in requests), mem_mb=max(r.mem_mb for r in requests),
+                           time_min=max(longest, min(sum(r.time_min for r in requests), max_time_min)),
+                           gpus=max(r.gpus for r in requests), kind=kinds.pop())
+
+
+def auto_pack_slots(partition_cpus: int, own_cpus: int, unit_cpus: int = 1) -> int:
+    """Job slots of a step when ``slurm_pack_slots`` is 0 (auto): the partition's CPUs less those the
+    user's own pending and running jobs already ask for there (the other steps of this workflow),
+    but never fewer than half of the partition's, in jobs of ``unit_cpus`` CPUs; at least 1.
+
+    On a real cluster (hundreds of cores) that is more slots than a step has units: one unit per job,
+    as without packing. On the 2-CPU local cluster: 2 packs, or 1 while another step's jobs hold it.
+    """
+    usable = max(partition_cpus // 2, partition_cpus - max(0, own_cpus))
+    return max(1, usable // max(1, unit_cpus))
+
+
 def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
     raw = (environ.get(name) or "").strip()
     if not raw:
@@ -298,6 +375,10 @@ class ComputeResource(dg.ConfigurableResource):
     slurm_partitions: dict[str, str] = {}  # site profile: workload kind (cpu/highmem/gpu) -> partition
     slurm_gpus: int = 0  # GPUs (--gres=gpu:N) for requests of kind "gpu" that name none themselves
     slurm_max_concurrent: int = 200  # jobs of one step in flight at once
+    # packing (SLURM): several units of a step in one job, see run_many and plan_packs
+    slurm_pack_slots: int = 0  # packs per step and kind; 0 = auto (auto_pack_slots: sinfo, squeue)
+    slurm_pack_max_units: int = 32  # units in one pack at most; 1 = one job per unit (packing off)
+    slurm_pack_max_time_min: int = 240  # summed time requests of one pack at most (minutes)
     # Both modes
     cpb_home: Optional[str] = None
     local_python: Optional[str] = None
@@ -341,6 +422,10 @@ class ComputeResource(dg.ConfigurableResource):
             slurm_qos=pick("CPB_SLURM_QOS", "qos"),
             slurm_poll_s=float(poll) if poll else float(profile.get("poll_s", 1.0)),
             slurm_max_concurrent=_env_int(e, "CPB_SLURM_MAX_CONCURRENT", int(profile.get("max_concurrent_jobs", 200))),
+            slurm_pack_slots=_env_int(e, "CPB_SLURM_PACK_SLOTS", int(profile.get("pack_slots", 0))),
+            slurm_pack_max_units=_env_int(e, "CPB_SLURM_PACK_MAX_UNITS", int(profile.get("pack_max_units", 32))),
+            slurm_pack_max_time_min=_env_int(e, "CPB_SLURM_PACK_MAX_TIME_MIN",
+                                             int(profile.get("pack_max_time_min", 240))),
             max_retries=_env_int(e, "CPB_COMPUTE_RETRIES", int(profile.get("max_retries", 1))),
             local_workers=_env_int(e, "CPB_LOCAL_WORKERS", int(profile.get("local_workers", 1))),
             cpb_home=_env_str(e, "CPB_HOME"),
@@ -362,6 +447,8 @@ class ComputeResource(dg.ConfigurableResource):
             raise ValueError(f"bad SSH port {self.slurm_port}")
         if self.slurm_cpus < 1 or self.slurm_mem_mb < 1 or self.slurm_time_min < 1:
             raise ValueError("slurm_cpus, slurm_mem_mb and slurm_time_min must be >= 1")
+        if self.slurm_pack_slots < 0 or self.slurm_pack_max_units < 1 or self.slurm_pack_max_time_min < 1:
+            raise ValueError("slurm_pack_slots must be >= 0, slurm_pack_max_units and slurm_pack_max_time_min >= 1")
 
     @property
     def default_request(self) -> ResourceRequest:
@@ -393,16 +480,21 @@ class ComputeResource(dg.ConfigurableResource):
     ) -> list[dict]:
         """Run every unit of a step at once; return their result dicts in unit order.
 
-        SLURM: one ``sbatch`` per unit, all submitted together (at most
-        ``slurm_max_concurrent`` in flight), each in its own remote folder under
-        one folder of the step, logs streamed back through pipes. Local: at most
-        ``local_workers`` subprocesses at a time. A unit that fails or is killed
-        is run again up to ``max_retries`` times. When the step is interrupted
+        SLURM: the units are grouped into packs (:func:`plan_packs`: about one pack
+        per job slot the step can use, see ``slurm_pack_*``), one ``sbatch`` per
+        pack, all submitted together (at most ``slurm_max_concurrent`` in flight),
+        each in its own remote folder under one folder of the step, logs streamed
+        back through pipes. A pack's job runs its units one after another in one
+        Python process and hands back one result per unit. Local: one subprocess
+        per unit, at most ``local_workers`` at a time. A unit that fails or is
+        killed is run again up to ``max_retries`` times (on SLURM: the units of a
+        pack that sent no result, as a pack again). When the step is interrupted
         (UI terminate, SIGTERM) every job of the step is cancelled (``scancel``)
         and every local subprocess is terminated before the interruption goes on.
 
         Each result's ``"compute"`` entry holds the unit key, the attempts, the
-        request and, on SLURM, the job id and sacct's MaxRSS and elapsed time.
+        request and, on SLURM, the job id, sacct's MaxRSS and elapsed time of the
+        unit's job and ``pack`` (its name, size, attempt and request).
 
         Raises
         ------
@@ -422,12 +514,21 @@ class ComputeResource(dg.ConfigurableResource):
         if not units:
             return []
         step_tag = f"{uuid.uuid4().hex[:12]}"
-        workers = self.local_workers if self.mode == "local" else self.slurm_max_concurrent
-        workers = max(1, min(workers, len(units)))
-        context.log.info(f"compute[{self.mode}]: {len(units)} unit(s), {workers} at a time, step folder {step_tag}")
+        if self.mode == "local":
+            jobs = [[i] for i in range(len(units))]
+            workers = max(1, min(self.local_workers, len(units)))
+            context.log.info(f"compute[local]: {len(units)} unit(s), {workers} at a time, step folder {step_tag}")
+        else:
+            jobs = plan_packs([u.request or self.default_request for u in units], self._pack_slots(context, units),
+                              self.slurm_pack_max_units, self.slurm_pack_max_time_min)
+            workers = max(1, min(self.slurm_max_concurrent, len(jobs)))
+            context.log.info(f"compute[slurm]: {len(units)} unit(s) in {len(jobs)} job(s) (packs of "
+                             f"{min(map(len, jobs))}-{max(map(len, jobs))} units), {workers} at a time, "
+                             f"step folder {step_tag}")
         t0 = time.monotonic()
         results: list[Optional[dict]] = [None] * len(units)
         failures: dict[int, str] = {}
+        folders: dict[str, list[int]] = {}  # SLURM: remote folder of each pack attempt -> its units
 
         def attempt_all(i: int) -> None:
             unit = units[i]
@@ -447,18 +548,37 @@ class ComputeResource(dg.ConfigurableResource):
                 return
             failures[i] = last
 
+        def attempt_pack(p: int) -> None:
+            name = f"pack-{p:03d}"
+            pending, last = list(jobs[p]), {}
+            for attempt in range(self.max_retries + 1):
+                got, failed = self._run_pack(context, units, pending, name, attempt, env, step_tag, folders)
+                for i, result in got.items():
+                    result.setdefault("compute", {}).update({"unit": units[i].key, "attempts": attempt + 1})
+                    results[i] = result
+                last.update(failed)
+                pending = [i for i in pending if i not in got]
+                if not pending or cancelled.is_set():
+                    break
+                for i in pending:
+                    context.log.warning(f"unit {units[i].key} ({name}) failed (attempt {attempt + 1} of "
+                                        f"{self.max_retries + 1}): {_tail(last.get(i, ''), 3)}")
+            for i in pending:
+                failures[i] = last.get(i, "")
+
+        task = attempt_all if self.mode == "local" else attempt_pack
         cancelled = threading.Event()
         if workers == 1:
             try:
-                for i in range(len(units)):
-                    attempt_all(i)
+                for j in range(len(jobs)):
+                    task(j if self.mode == "slurm" else jobs[j][0])
             except BaseException:
                 cancelled.set()
                 self._cancel_step(context, step_tag)
                 raise
         else:
             pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="cpb-unit")
-            futures = [pool.submit(attempt_all, i) for i in range(len(units))]
+            futures = [pool.submit(task, j if self.mode == "slurm" else jobs[j][0]) for j in range(len(jobs))]
             try:
                 for fut in futures:
                     fut.result()
@@ -471,7 +591,8 @@ class ComputeResource(dg.ConfigurableResource):
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
             pool.shutdown(wait=True)
-        failed_jobs = self._add_sacct(context, step_tag, units, results, failures) if self.mode == "slurm" else {}
+        failed_jobs = self._add_sacct(context, step_tag, units, results, failures, folders) \
+            if self.mode == "slurm" else {}
         if failures:
             lines = [f"{len(failures)} of {len(units)} unit(s) failed after {self.max_retries + 1} attempt(s):"]
             for i in sorted(failures):
@@ -484,8 +605,121 @@ class ComputeResource(dg.ConfigurableResource):
             r["compute"]["step_wall_s"] = wall  # type: ignore[index]
         return results  # type: ignore[return-value]
 
+    def _pack_slots(self, context, units: Sequence[WorkUnit]) -> dict[str, int]:
+        """Packs per workload kind: ``slurm_pack_slots``, or (0 = auto) :func:`auto_pack_slots` of the
+        kind's partition (``sinfo``, ``squeue``); never more than ``slurm_max_concurrent``. Where the
+        cluster cannot be asked: one pack per unit."""
+        by_kind: dict[str, list[ResourceRequest]] = {}
+        for u in units:
+            req = u.request or self.default_request
+            by_kind.setdefault(req.kind, []).append(req)
+        slots: dict[str, int] = {}
+        for kind, reqs in by_kind.items():
+            if self.slurm_pack_max_units <= 1 or len(reqs) == 1:
+                slots[kind] = len(reqs)  # nothing to pack: no need to ask the cluster
+            elif self.slurm_pack_slots > 0:
+                slots[kind] = self.slurm_pack_slots
+            else:
+                cpus = self._partition_cpus(context, self.partition_for(reqs[0]))
+                slots[kind] = auto_pack_slots(*cpus, max(r.cpus for r in reqs)) if cpus else len(reqs)
+            slots[kind] = min(slots[kind], max(1, self.slurm_max_concurrent))
+        return slots
+
+    def _partition_cpus(self, context, partition: str) -> Optional[tuple[int, int]]:
+        """(all CPUs of the partition, CPUs the user's own pending and running jobs ask for there):
+        ``sinfo`` and ``squeue`` in one SSH call; the default partition when ``partition`` is empty."""
+        part = f" -p {shlex.quote(partition)}" if partition else ""
+        try:
+            out = self._ssh(f"sinfo -h -o '%P %C'{part}; echo '--'; "
+                            f"squeue -h -u \"$(id -un)\" -t PD,R,CF -o %C{part}")
+            nodes, _, queue = out.partition("--")
+            totals = {}
+            for line in nodes.splitlines():
+                name, _, cpus = line.strip().partition(" ")
+                if cpus.count("/") == 3:
+                    totals[name] = int(cpus.split("/")[3])
+            default = [v for k, v in totals.items() if k.endswith("*")]
+            total = default[0] if default and not partition else max(totals.values(), default=0)
+            mine = sum(int(x) for x in queue.split() if x.isdigit())
+        except Exception as exc:
+            context.log.warning(f"compute[slurm]: sinfo/squeue could not tell the partition's CPUs ({exc}); "
+                                "one job per unit")
+            return None
+        return (total, mine) if total else None
+
+    def _run_pack(self, context, units: Sequence[WorkUnit], idxs: list[int], name: str, attempt: int,
+                  env: Optional[Mapping[str, str]], step_tag: str,
+                  folders: dict[str, list[int]]) -> tuple[dict[int, dict], dict[int, str]]:
+        """One SLURM job running the units ``idxs`` one after another in one process.
+
+        Returns (results by unit index, failure text by unit index); every unit of the pack is in
+        exactly one of them. A unit that raised fails with its own traceback; a unit that never
+        sent a result (the job was killed, failed to start, …) fails with what the job reported.
+        """
+        members = [units[i] for i in idxs]
+        request = pack_request([u.request or self.default_request for u in members], self.slurm_pack_max_time_min)
+        home = self._home()
+        # results and tracebacks of the units come back through files on the shared filesystem: they
+        # survive a job that fails or is killed after some of its units ended
+        handoff = home / "compute" / "packs" / uuid.uuid4().hex
+        handoff.mkdir(parents=True, exist_ok=True)
+        err_dir = home / "compute" / "errors"
+        err_dir.mkdir(parents=True, exist_ok=True)
+        err_file = err_dir / f"{handoff.name}.txt"  # the pack's own failure (outside any unit)
+        spec = {"pack": name, "units": [
+            {"key": u.key, "workload": u.workload, "params": dict(u.params),
+             "result_file": str(handoff / f"{j}.json"), "error_file": str(handoff / f"{j}.err")}
+            for j, u in enumerate(members)]}
+        worker_env = {
+            "CPB_HOME": str(home),
+            _runner.ERROR_FILE_ENV: str(err_file),
+            _runner.MODE_ENV: self.mode,
+            STEP_TAG_ENV: step_tag,
+            **{v: str(request.cpus) for v in THREAD_ENV_VARS},
+            **(dict(env) if env else {}),
+        }
+        remote_base = self._unit_remote_base(step_tag, name, attempt)
+        folders[remote_base.rsplit("/", 1)[1]] = list(idxs)
+        what = members[0].workload if len(members) == 1 else f"{len(members)} units ({', '.join(u.key for u in members)})"
+        context.log.info(f"compute[slurm]: {name}: {what} with {request}" + (f" (retry {attempt})" if attempt else ""))
+        t0 = time.monotonic()
+        job_error = ""
+        try:
+            self._run_slurm(context, spec, worker_env, request, remote_base=remote_base)
+        except Exception as exc:
+            job_error = (err_file.read_text() if err_file.exists() else "") or \
+                f"{type(exc).__name__}: {exc}"
+        wall = round(time.monotonic() - t0, 3)
+        got: dict[int, dict] = {}
+        failed: dict[int, str] = {}
+        try:
+            for j, i in enumerate(idxs):
+                res_file, unit_err = handoff / f"{j}.json", handoff / f"{j}.err"
+                if res_file.exists():
+                    data = json.loads(res_file.read_text())
+                    if data.get("key") == units[i].key:
+                        result = data["result"]
+                        result.setdefault("compute", {}).update({
+                            "unit_wall_s": wall, "request": (units[i].request or self.default_request).as_metadata(),
+                            "pack": {"name": name, "size": len(idxs), "attempt": attempt,
+                                     "request": request.as_metadata()}})
+                        got[i] = result
+                        continue
+                if unit_err.exists():
+                    failed[i] = unit_err.read_text()
+                elif job_error:
+                    failed[i] = (f"unit {units[i].key} ({units[i].workload}) sent no result: its job ({name}, "
+                                 f"{len(idxs)} unit(s)) ended first:\n{job_error}")
+                else:
+                    failed[i] = f"workload {units[i].workload} ended without sending a result ({self.mode} mode)"
+        finally:
+            shutil.rmtree(handoff, ignore_errors=True)
+            err_file.unlink(missing_ok=True)
+        return got, failed
+
     def _run_unit(self, context, unit: WorkUnit, env: Optional[Mapping[str, str]], step_tag: str,
                   attempt: int) -> dict:
+        """One unit as one local subprocess (on SLURM, run_many runs packs: :meth:`_run_pack`)."""
         request = unit.request or self.default_request
         spec = {"workload": unit.workload, "params": dict(unit.params)}
         home = self._home()
@@ -504,11 +738,7 @@ class ComputeResource(dg.ConfigurableResource):
                          + (f" (retry {attempt})" if attempt else ""))
         t0 = time.monotonic()
         try:
-            if self.mode == "local":
-                invocation = self._run_local(context, spec, worker_env)
-            else:
-                invocation = self._run_slurm(context, spec, worker_env, request,
-                                             remote_base=self._unit_remote_base(step_tag, unit.key, attempt))
+            invocation = self._run_local(context, spec, worker_env)
         except Exception as exc:
             remote = err_file.read_text() if err_file.exists() else None
             if remote:
@@ -531,9 +761,13 @@ class ComputeResource(dg.ConfigurableResource):
     def _remote_root(self) -> str:
         return (self.slurm_remote_base or "$HOME/pipelines").rstrip("/")
 
-    def _unit_remote_base(self, step_tag: str, key: str, attempt: int) -> str:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:80]
-        return f"{self._remote_root()}/cpb-steps/{step_tag}/{safe}-a{attempt}"
+    @staticmethod
+    def _safe(name: str) -> str:
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
+
+    def _unit_remote_base(self, step_tag: str, name: str, attempt: int) -> str:
+        """The remote folder of one job of a step: ``<remote_base>/cpb-steps/<step>/<pack>-a<attempt>``."""
+        return f"{self._remote_root()}/cpb-steps/{step_tag}/{self._safe(name)}-a{attempt}"
 
     def _ssh(self, command: str, timeout: int = 60) -> str:
         """Run one shell command on the cluster's login node; return stdout."""
@@ -581,24 +815,36 @@ class ComputeResource(dg.ConfigurableResource):
         except Exception as exc:  # best effort: the interruption itself must go on
             context.log.error(f"compute[slurm]: could not cancel the step's jobs: {exc}")
 
-    def _add_sacct(self, context, step_tag, units, results, failures) -> dict[int, str]:
-        """Add job id, state, MaxRSS and elapsed of each unit's last attempt (sacct) to its result;
-        return the job ids of the failed units."""
+    def _add_sacct(self, context, step_tag, units, results, failures,
+                   folders: Optional[Mapping[str, Sequence[int]]] = None) -> dict[int, str]:
+        """Add job id, state, MaxRSS and elapsed of each unit's last job (sacct: its pack's) to its result;
+        return the job ids of the failed units.
+
+        ``folders`` maps each job's remote folder name (``<pack>-a<attempt>``) to the units it ran;
+        without it a folder is named after its one unit (``<unit key>-a<attempt>``)."""
         failed_jobs: dict[int, str] = {}
         try:
             rows = self.step_jobs(step_tag)
         except Exception as exc:
             context.log.warning(f"compute[slurm]: sacct unavailable for the step's metrics: {exc}")
             return failed_jobs
-        by_unit: dict[str, dict] = {}
-        for r in sorted(rows, key=lambda r: r["workdir"]):
-            unit_dir = r["workdir"].split(f"/cpb-steps/{step_tag}/", 1)[1].split("/", 1)[0]
-            by_unit[unit_dir.rsplit("-a", 1)[0]] = r  # the last attempt wins (sorted by attempt)
-        for i, u in enumerate(units):
-            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in u.key)[:80]
-            row = by_unit.get(safe)
-            if row is None:
+        if folders is None:
+            folders = {f"{self._safe(u.key)}-a{a}": [i] for i, u in enumerate(units)
+                       for a in range(self.max_retries + 1)}
+        by_unit: dict[int, tuple[int, dict]] = {}
+        for r in rows:
+            folder = r["workdir"].split(f"/cpb-steps/{step_tag}/", 1)[1].split("/", 1)[0]
+            try:
+                attempt = int(folder.rsplit("-a", 1)[1])
+            except (IndexError, ValueError):
                 continue
+            for i in folders.get(folder, ()):
+                if i not in by_unit or attempt >= by_unit[i][0]:  # the last attempt wins
+                    by_unit[i] = (attempt, r)
+        for i, u in enumerate(units):
+            if i not in by_unit:
+                continue
+            row = by_unit[i][1]
             if results[i] is not None:
                 results[i]["compute"].update({"slurm_job_id": results[i]["compute"].get("slurm_job_id")
                                               or row["job_id"], "sacct_state": row["state"],
@@ -673,4 +919,5 @@ class ComputeResource(dg.ConfigurableResource):
         )
 
 
-__all__ = ["ComputeResource", "ResourceRequest", "WorkUnit", "WorkloadFailed", "RUNNER_FILE", "RUNNER_MODULE"]
+__all__ = ["ComputeResource", "ResourceRequest", "WorkUnit", "WorkloadFailed", "RUNNER_FILE", "RUNNER_MODULE",
+           "plan_packs", "pack_request", "auto_pack_slots"]

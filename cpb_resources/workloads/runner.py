@@ -10,7 +10,22 @@ Input (pipes extras)::
     {"workload": "package.module:function", "params": {...}}
 
 Output: one pipes custom message ``{"cpb_result": <dict returned by the
-workload, plus "compute">}``. On failure the formatted traceback is logged,
+workload, plus "compute">}``.
+
+A **pack** (several small units in one SLURM job, see ``ComputeResource.run_many``)
+comes as::
+
+    {"pack": "pack-003", "units": [{"key": ..., "workload": ..., "params": {...},
+                                    "result_file": ..., "error_file": ...}, ...]}
+
+The units run one after another in this one process (one interpreter start,
+imports paid once). Each unit's result goes to its ``result_file`` (JSON,
+written atomically on the shared filesystem, so that results of finished units
+survive a pack killed later) and as a pipes custom message
+``{"cpb_result": ..., "cpb_unit": key}``; a unit that raises writes its
+traceback to its ``error_file`` and the pack goes on with the next unit. The
+exit status is 1 when any unit failed, 143 on SIGTERM (the unit running then is
+interrupted like a single workload, the units after it do not run). On failure the formatted traceback is logged,
 written to ``$CPB_WORKLOAD_ERROR_FILE`` when that is set (a path on the shared
 filesystem the caller reads back), and re-raised inside the message of a
 ``WorkloadError`` so that any pipes client shows it; the exit status is 1.
@@ -20,6 +35,7 @@ their temporary files before the process exits.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -56,10 +72,11 @@ class _PipesLogHandler(logging.Handler):
     def __init__(self, pipes_log: logging.Logger):
         super().__init__(level=logging.INFO)
         self._pipes_log = pipes_log
+        self.prefix = ""  # "unit KEY: " while a unit of a pack runs
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._pipes_log.log(record.levelno, f"{record.name}: {self.format(record)}")
+            self._pipes_log.log(record.levelno, f"{self.prefix}{record.name}: {self.format(record)}")
         except Exception:  # never let logging break a workload
             pass
 
@@ -79,8 +96,8 @@ def _compute_info(t0: float) -> dict:
     return info
 
 
-def _write_error_file(text: str) -> None:
-    path = os.environ.get(ERROR_FILE_ENV)
+def _write_error_file(text: str, path: str | None = None) -> None:
+    path = path or os.environ.get(ERROR_FILE_ENV)
     if not path:
         return
     try:
@@ -88,6 +105,62 @@ def _write_error_file(text: str) -> None:
             tmp.write_text(text)
     except Exception:
         pass
+
+
+def _call(ref: str | None, params: dict, t0: float) -> dict:
+    """Import and call one workload; its JSON-checked result with the ``compute`` entry."""
+    if not ref:
+        raise ValueError("pipes extras carry no 'workload' reference")
+    fn = resolve(ref)
+    result = fn(params)
+    if not isinstance(result, dict):
+        raise TypeError(f"workload {ref} returned {type(result).__name__}, expected dict")
+    result = json.loads(json.dumps(result))  # fails loudly on non-JSON values
+    result["compute"] = _compute_info(t0)
+    return result
+
+
+def _failure_text(ref: str | None, exc: BaseException) -> str:
+    tb = traceback.format_exc()
+    where = socket.gethostname()
+    if "SLURM_JOB_ID" in os.environ:
+        where += f", SLURM job {os.environ['SLURM_JOB_ID']}"
+    return f"workload {ref} failed on {where}: {type(exc).__name__}: {exc}\n\nRemote traceback:\n{tb}"
+
+
+def _run_pack(pipes, handler: _PipesLogHandler, extras: dict) -> None:
+    """Run the units of a pack one after another; raise WorkloadError when any of them failed."""
+    name = extras.get("pack") or "pack"
+    units = list(extras.get("units") or [])
+    pipes.log.info(f"{name}: {len(units)} unit(s) in one process on {socket.gethostname()}")
+    failed = []
+    for unit in units:
+        key, ref = unit.get("key"), unit.get("workload")
+        handler.prefix = f"unit {key}: "
+        t0 = time.monotonic()
+        try:
+            pipes.log.info(f"unit {key}: workload {ref} starting")
+            result = _call(ref, unit.get("params") or {}, t0)
+            with atomic_output(unit["result_file"]) as tmp:
+                tmp.write_text(json.dumps({"key": key, "result": result}))
+            pipes.report_custom_message({RESULT_KEY: result, "cpb_unit": key})
+            pipes.log.info(f"unit {key}: workload {ref} finished in {result['compute']['wall_s']}s")
+        except BaseException as exc:  # noqa: BLE001 - a cancellation is re-raised below
+            text = _failure_text(ref, exc)
+            _write_error_file(text, unit.get("error_file"))
+            print(f"unit {key}: {text}", file=sys.stderr, flush=True)
+            try:
+                pipes.log.error(f"unit {key}: {text}")
+            except Exception:
+                pass
+            if isinstance(exc, (WorkloadCancelled, KeyboardInterrupt)):
+                raise
+            failed.append(key)
+        finally:
+            handler.prefix = ""
+            gc.collect()  # what one unit held is garbage before the next one starts
+    if failed:
+        raise WorkloadError(f"{name}: {len(failed)} of {len(units)} unit(s) failed: {', '.join(map(str, failed))}")
 
 
 def run_in_pipes() -> None:
@@ -103,24 +176,31 @@ def run_in_pipes() -> None:
         root.addHandler(handler)
         if root.level > logging.INFO or root.level == logging.NOTSET:
             root.setLevel(logging.INFO)
+        if "units" in extras:
+            try:
+                _run_pack(pipes, handler, extras)
+            except WorkloadError as exc:
+                print(str(exc), file=sys.stderr, flush=True)
+                raise
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                # outside any unit (bad extras) or a cancellation: the pack's own error file
+                text = _failure_text(extras.get("pack"), exc)
+                if not isinstance(exc, (WorkloadCancelled, KeyboardInterrupt)):
+                    _write_error_file(text)
+                    print(text, file=sys.stderr, flush=True)
+                    raise WorkloadError(text) from None
+                raise
+            finally:
+                root.removeHandler(handler)
+            return
         try:
-            if not ref:
-                raise ValueError("pipes extras carry no 'workload' reference")
-            pipes.log.info(f"workload {ref} starting on {socket.gethostname()}")
-            fn = resolve(ref)
-            result = fn(params)
-            if not isinstance(result, dict):
-                raise TypeError(f"workload {ref} returned {type(result).__name__}, expected dict")
-            result = json.loads(json.dumps(result))  # fails loudly on non-JSON values
-            result["compute"] = _compute_info(t0)
+            if ref:
+                pipes.log.info(f"workload {ref} starting on {socket.gethostname()}")
+            result = _call(ref, params, t0)
             pipes.report_custom_message({RESULT_KEY: result})
             pipes.log.info(f"workload {ref} finished in {result['compute']['wall_s']}s")
         except BaseException as exc:  # noqa: BLE001 - re-raised below
-            tb = traceback.format_exc()
-            where = socket.gethostname()
-            if "SLURM_JOB_ID" in os.environ:
-                where += f", SLURM job {os.environ['SLURM_JOB_ID']}"
-            text = f"workload {ref} failed on {where}: {type(exc).__name__}: {exc}\n\nRemote traceback:\n{tb}"
+            text = _failure_text(ref, exc)
             _write_error_file(text)
             print(text, file=sys.stderr, flush=True)
             try:

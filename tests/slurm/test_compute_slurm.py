@@ -76,6 +76,7 @@ def test_raising_workload_fails_step_with_remote_traceback(slurm_env, tmp_path, 
     assert _sacct_state(job_id) == "FAILED"
     # The caller's error hand-off file was cleaned up.
     assert list((tmp_path / "home" / "compute" / "errors").iterdir()) == []
+    assert list((tmp_path / "home" / "compute" / "packs").iterdir()) == []  # and the pack's result hand-off
 
 
 def test_scancel_mid_run_leaves_no_partial_output_and_rerun_is_identical(slurm_env, tmp_path, monkeypatch):

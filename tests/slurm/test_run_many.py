@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def _sacct_intervals(job_ids: list[str]) -> list[tuple[datetime, datetime]]:
 def test_slurm_units_run_as_concurrent_jobs_with_metrics(slurm_env, tmp_path, monkeypatch):
     monkeypatch.setenv("CPB_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CPB_COMPUTE", "slurm")
+    monkeypatch.setenv("CPB_SLURM_PACK_MAX_UNITS", "1")  # one job per unit: this test is about jobs side by side
     compute = ComputeResource.from_env()
     sleep_s = 8.0
     units = [WorkUnit(f"u{i}", WRITE, {"out": str(tmp_path / f"t{i}.parquet"), "n_rows": 10 + i, "seed": i,
@@ -175,3 +177,146 @@ def test_interrupted_step_cancels_all_its_jobs_and_publishes_nothing(slurm_env, 
         time.sleep(0.5)
     assert not left, left
     assert not out.exists() or not any(out.iterdir()), sorted(out.iterdir())
+
+
+# ----------------------------------------------------------------------------- SLURM packs
+
+
+def _own_remote_base(monkeypatch) -> str:
+    """A remote folder of this test's own (under the run's, so run-tests still cancels its jobs)."""
+    base = f"{os.environ['CPB_SLURM_REMOTE_BASE'].rstrip('/')}/pack-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("CPB_SLURM_REMOTE_BASE", base)
+    return base
+
+
+def _jobs_under(base: str) -> list[dict]:
+    """sacct: every job whose working folder lies under `base` (job id, state, folder)."""
+    out = slurm_cmd("sacct", "-n", "-X", "-P", "-S", "now-1days", "-o", "JobID,State,WorkDir")
+    jobs = []
+    for line in out.splitlines():
+        job, state, workdir = line.split("|", 2)
+        if workdir.startswith(base + "/"):
+            jobs.append({"job_id": job, "state": state, "folder": workdir[len(base):].split("/")[3]})
+    return jobs
+
+
+def _cluster_cpus() -> int:
+    out = slurm_cmd("sinfo", "-h", "-o", "%P %C")
+    line = next(x for x in out.splitlines() if x.split()[0].endswith("*"))
+    return int(line.split()[1].split("/")[3])
+
+
+@pytest.mark.slurm
+def test_slurm_packs_units_into_fewer_jobs_with_local_results(slurm_env, tmp_path, monkeypatch):
+    """6 short units, default packing (slots = the cluster's CPUs): fewer jobs than units, results in
+    unit order equal to local mode's, each naming its pack and its pack's job and sacct metrics."""
+    monkeypatch.setenv("CPB_HOME", str(tmp_path / "home"))
+
+    def units(where: str) -> list[WorkUnit]:
+        return [WorkUnit(f"u{i}", WRITE, {"out": str(tmp_path / where / f"t{i}.parquet"), "n_rows": 10 + i,
+                                          "seed": i, "sleep_s": 1.0}, SMALL) for i in range(6)]
+
+    local, seen_local = _step(ComputeResource(), units("local"))
+    assert local.success, failure_text(local)
+    monkeypatch.setenv("CPB_COMPUTE", "slurm")
+    base = _own_remote_base(monkeypatch)
+    compute = ComputeResource.from_env()
+    assert compute.slurm_pack_slots == 0 and compute.slurm_pack_max_units > 1  # the defaults: packing on
+    t0 = time.monotonic()
+    result, seen = _step(compute, units("slurm"))
+    wall = time.monotonic() - t0
+    assert result.success, failure_text(result)
+    res, res_local = seen["results"], seen_local["results"]
+
+    # the same results in unit order as local mode (bar where they ran), and the same bytes
+    assert [r["compute"]["unit"] for r in res] == [f"u{i}" for i in range(6)]
+    strip = [{k: v for k, v in r.items() if k not in ("compute", "outputs")} for r in res]
+    strip_local = [{k: v for k, v in r.items() if k not in ("compute", "outputs")} for r in res_local]
+    for a, b in zip(strip, strip_local):
+        a["metadata"].pop("path"), b["metadata"].pop("path")
+    assert strip == strip_local
+    for i in range(6):
+        assert (tmp_path / "slurm" / f"t{i}.parquet").read_bytes() == (tmp_path / "local" / f"t{i}.parquet").read_bytes()
+
+    # fewer jobs than units (sacct), one per pack, as many packs as the cluster has CPUs
+    jobs = _jobs_under(base)
+    n_packs = min(6, _cluster_cpus())
+    assert len(jobs) == n_packs < 6, jobs
+    assert all(j["state"] == "COMPLETED" for j in jobs), jobs
+    assert sorted(j["folder"] for j in jobs) == [f"pack-{p:03d}-a0" for p in range(n_packs)]
+    by_job: dict[str, list[str]] = {}
+    for r in res:
+        c = r["compute"]
+        by_job.setdefault(str(c["slurm_job_id"]), []).append(c["unit"])
+        assert c["attempts"] == 1 and c["sacct_state"] == "COMPLETED" and c["request"]["mem_mb"] == 300
+        assert c["max_rss_mb"] > 10 and c["elapsed_s"] >= 1
+        assert c["pack"]["size"] == len([x for x in res if x["compute"]["pack"]["name"] == c["pack"]["name"]])
+    assert sorted(by_job) == sorted(j["job_id"] for j in jobs)
+    # a pack's units share its job (one interpreter): same pid on the same host, one after another
+    for r in res:
+        mates = [x for x in res if x["compute"]["slurm_job_id"] == r["compute"]["slurm_job_id"]]
+        assert {x["compute"]["pid"] for x in mates} == {r["compute"]["pid"]}
+    assert max(len(v) for v in by_job.values()) == -(-6 // n_packs)
+    print(f"6 units in {len(jobs)} SLURM jobs: step {wall:.1f} s")
+
+
+@pytest.mark.slurm
+def test_slurm_unit_failing_inside_a_pack_fails_alone(slurm_env, tmp_path, monkeypatch):
+    """In packs of 3 (2 slots), one unit raises and one fails once: the rest of their packs still run and
+    write; the retry runs only the units without a result; the step fails naming the failed unit, its
+    job and its traceback."""
+    monkeypatch.setenv("CPB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CPB_COMPUTE", "slurm")
+    monkeypatch.setenv("CPB_SLURM_PACK_SLOTS", "2")
+    monkeypatch.setenv("CPB_COMPUTE_RETRIES", "1")
+    base = _own_remote_base(monkeypatch)
+    compute = ComputeResource.from_env()
+    units = [WorkUnit(f"u{i}", WRITE, {"out": str(tmp_path / f"t{i}.parquet"), "n_rows": 5 + i, "seed": i}, SMALL)
+             for i in range(6)]
+    # packs [0, 2, 4] and [1, 3, 5]: "doomed" mid-pack-000, "flaky" mid-pack-001
+    units[2] = WorkUnit("doomed", "cpb_resources.workloads.demo:fail", {"message": "always-fails-in-pack"}, SMALL)
+    units[3] = WorkUnit("flaky", "cpb_resources.workloads.demo:fail_once",
+                        {"flag": str(tmp_path / "flag"), "out": str(tmp_path / "t3.parquet"), "n_rows": 8}, SMALL)
+    result, _ = _step(compute, units)
+    assert not result.success
+    text = failure_text(result)
+    assert "1 of 6 unit(s) failed after 2 attempt(s)" in text
+    assert "unit doomed, SLURM job " in text and "always-fails-in-pack" in text and "_inner_failure" in text
+    for other in ("u0", "u1", "flaky", "u4", "u5"):
+        assert f"unit {other}" not in text, text
+    job = text.split("unit doomed, SLURM job ")[1].split(":")[0]
+    # every other unit wrote its table, also u4, after doomed in the same job, and flaky on its retry
+    for i, n_rows in ((0, 5), (1, 6), (3, 8), (4, 9), (5, 10)):
+        assert list(pd.read_parquet(tmp_path / f"t{i}.parquet")["gene"]) == _expected_rows(n_rows)
+    assert not (tmp_path / "t2.parquet").exists()
+    jobs = {j["folder"]: j for j in _jobs_under(base)}
+    # 2 packs, then one retry per pack holding only its unit without a result
+    assert sorted(jobs) == ["pack-000-a0", "pack-000-a1", "pack-001-a0", "pack-001-a1"], jobs
+    assert job == jobs["pack-000-a1"]["job_id"]  # the doomed unit's last job
+    assert {jobs[f]["state"] for f in jobs} == {"FAILED", "COMPLETED"}
+    assert jobs["pack-000-a0"]["state"] == jobs["pack-000-a1"]["state"] == jobs["pack-001-a0"]["state"] == "FAILED"
+    assert jobs["pack-001-a1"]["state"] == "COMPLETED"
+
+
+@pytest.mark.slurm
+def test_slurm_pack_retry_runs_only_units_without_result(slurm_env, tmp_path, monkeypatch):
+    """A unit failing once inside a pack: the step succeeds; the others ran once in the full pack, it ran
+    twice, the second time in a pack of its own."""
+    monkeypatch.setenv("CPB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CPB_COMPUTE", "slurm")
+    monkeypatch.setenv("CPB_SLURM_PACK_SLOTS", "1")
+    monkeypatch.setenv("CPB_COMPUTE_RETRIES", "1")
+    compute = ComputeResource.from_env()
+    units = [WorkUnit(f"u{i}", WRITE, {"out": str(tmp_path / f"t{i}.parquet"), "n_rows": 5 + i, "seed": i}, SMALL)
+             for i in range(3)]
+    units.insert(1, WorkUnit("flaky", "cpb_resources.workloads.demo:fail_once",
+                             {"flag": str(tmp_path / "flag"), "out": str(tmp_path / "f.parquet"), "n_rows": 4}, SMALL))
+    result, seen = _step(compute, units)
+    assert result.success, failure_text(result)
+    res = seen["results"]
+    assert [r["compute"]["unit"] for r in res] == ["u0", "flaky", "u1", "u2"]
+    assert [r["metadata"]["rows"] for r in res] == [5, 4, 6, 7]
+    assert [r["compute"]["attempts"] for r in res] == [1, 2, 1, 1]
+    assert [r["compute"]["pack"]["size"] for r in res] == [4, 1, 4, 4]
+    assert len({r["compute"]["slurm_job_id"] for r in res}) == 2
+    assert res[1]["compute"]["sacct_state"] == "COMPLETED" and res[0]["compute"]["sacct_state"] == "FAILED"
