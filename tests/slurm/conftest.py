@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,3 +51,23 @@ def slurm_env() -> dict[str, str]:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def local_home(tmp_path_factory):
+    """Tahoe-100M (4 plates) and CIGS-MCE (2 strata) materialized in local mode: the reference of the
+    SLURM asset tests, which work on copies of it."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.conftest import make_home
+
+    home = make_home(tmp_path_factory.mktemp("slurm_local"))
+    saved = {k: os.environ.get(k) for k in ("CPB_HOME", "DAGSTER_HOME", "CPB_COMPUTE")}
+    os.environ.update({"CPB_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "CPB_COMPUTE": "local"})
+    try:
+        from cpb_jobs.demo import main
+        assert main(["--home", str(home), "--datasets", "tahoe100m", "cigs_mce"]) == 0
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    return home

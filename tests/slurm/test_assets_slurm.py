@@ -3,7 +3,6 @@ pseudobulk partition (one job per plate) and a DE partition (one job per stratum
 the same Parquet content as local mode, with job ids and sacct metrics in the metadata."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -21,25 +20,6 @@ from cpb_resources.compute import ComputeResource
 
 pytestmark = pytest.mark.slurm
 TESTS = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def local_home(tmp_path_factory):
-    """Tahoe-100M (4 plates) and CIGS-MCE (2 strata) materialized in local mode."""
-    import sys
-    sys.path.insert(0, str(TESTS.parent))
-    from tests.conftest import make_home
-
-    home = make_home(tmp_path_factory.mktemp("slurm_local"))
-    saved = {k: os.environ.get(k) for k in ("CPB_HOME", "DAGSTER_HOME", "CPB_COMPUTE")}
-    os.environ.update({"CPB_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "CPB_COMPUTE": "local"})
-    try:
-        from cpb_jobs.demo import main
-        assert main(["--home", str(home), "--datasets", "tahoe100m", "cigs_mce"]) == 0
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    return home
 
 
 def _materialize(selection, key, home: Path, compute: ComputeResource):

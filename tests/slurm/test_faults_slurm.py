@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,20 +20,7 @@ from cpb_resources.compute import ComputeResource
 from slurm_helpers import slurm_cmd
 
 pytestmark = pytest.mark.slurm
-TESTS = Path(__file__).resolve().parents[1]
 KEY = dg.MultiPartitionKey({"dataset": "cigs_mce", "mode": "group"})
-
-
-@pytest.fixture(scope="module")
-def cigs_home(tmp_path_factory) -> Path:
-    """CIGS-MCE through DE in local mode (the undisturbed reference)."""
-    if str(TESTS.parent) not in sys.path:
-        sys.path.insert(0, str(TESTS.parent))
-    from tests.conftest import demo_home
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CPB_COMPUTE", "local")
-        return demo_home(tmp_path_factory, "slurm_kill", ["cigs_mce"], until="de")
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -64,8 +51,10 @@ def _materialize(home: Path, compute: ComputeResource):
                               partition_key=KEY, instance=instance, resources=resources, raise_on_error=False)
 
 
-def test_sigkilled_de_job_fails_the_step_cleanly_and_a_rerun_is_identical(slurm_env, cigs_home, monkeypatch):
-    home = cigs_home
+def test_sigkilled_de_job_fails_the_step_cleanly_and_a_rerun_is_identical(slurm_env, local_home, tmp_path,
+                                                                         monkeypatch):
+    home = tmp_path / "home"
+    shutil.copytree(local_home, home, symlinks=True)  # local_home: the undisturbed local run (conftest)
     de_dir = home / "tables" / "de" / "dataset=cigs_mce" / "mode=group"
     before = _digest(de_dir)
     assert before

@@ -15,7 +15,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from cpb_resources.compute import ComputeResource, ResourceRequest, WorkloadFailed, WorkUnit
+from cpb_resources.compute import ComputeResource, ResourceRequest, WorkUnit
 from slurm_helpers import failure_text, slurm_cmd
 
 HERE = Path(__file__).resolve().parent
