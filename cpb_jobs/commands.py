@@ -203,7 +203,10 @@ def verify(home: str | None = None, rebuild: bool = False, out=None) -> int:
     _say(f"{len(bundles)} published product(s) checked, {len(damaged)} damaged", out)
     if not damaged or not rebuild:
         return 1 if damaged else 0
-    order = ["harmonized_adata", "de_table"]  # upstream first
+    from cpb_jobs.definitions import defs
+
+    # upstream first: the asset graph's topological order
+    order = [k.to_user_string() for k in defs.resolve_asset_graph().toposorted_asset_keys]
     damaged.sort(key=lambda d: order.index(d[1]["asset"]) if d[1].get("asset") in order else len(order))
     failed = 0
     for version, manifest, _ in damaged:

@@ -110,7 +110,7 @@ def _rss_mb(raw: str) -> int:
 
 
 PROFILE_KEYS = {"mode", "host", "port", "user", "key_path", "key_env", "known_hosts", "partition", "partitions",
-                "cpus", "mem_mb", "time_min", "gpus_per_job", "remote_base", "env_path", "account", "qos", "poll_s",
+                "cpus", "mem_mb", "time_min", "gpus_per_job", "remote_base", "env_path", "account", "qos", "poll_s", "poll_max_s",
                 "max_concurrent_jobs", "max_retries", "local_workers", "pack_slots", "pack_max_units",
                 "pack_max_time_min"}
 
@@ -168,11 +168,34 @@ class _MainThreadSignals:
         return signal.getsignal(signum)
 
 
+_ORPHAN_FALLBACK = " || sleep infinity"
+
+
 def _thread_safe_dagster_slurm() -> None:
     from dagster_slurm.pipes_clients import slurm_pipes_client
 
     if not isinstance(slurm_pipes_client.signal, _MainThreadSignals):
         slurm_pipes_client.signal = _MainThreadSignals()
+    client = slurm_pipes_client.SlurmPipesClient
+    if not getattr(client._build_tail_command, "_cpb_no_orphans", False):
+        client._build_tail_command = _tail_without_orphans(client._build_tail_command)
+
+
+def _tail_without_orphans(build):
+    """dagster-slurm 1.22 streams a job's logs with ``tail -F … || tail -f … || sleep infinity`` over
+    the shared SSH connection. When the stream is stopped at the job's end, both tails exit on the
+    broken pipe and the ``sleep infinity`` fallback runs on forever on the login node, holding its
+    SSH session open: two per job. After MaxSessions of them (sshd's default is 10) the connection
+    refuses new sessions, and every later SSH command of every job pays a full handshake (measured:
+    about 1 s each, a dozen per job). Without the fallback nothing is left behind."""
+    def build_tail_command(self, remote_path):
+        cmd = build(self, remote_path)
+        if cmd and cmd[-1].endswith(_ORPHAN_FALLBACK):
+            cmd = [*cmd[:-1], cmd[-1][: -len(_ORPHAN_FALLBACK)]]
+        return cmd
+
+    build_tail_command._cpb_no_orphans = True
+    return build_tail_command
 
 
 def _terminate_local_units(step_tag: str) -> None:
@@ -399,6 +422,7 @@ class ComputeResource(dg.ConfigurableResource):
         if mode not in ("local", "slurm"):
             raise ValueError(f"CPB_COMPUTE must be 'local' or 'slurm', got {mode!r}")
         poll = (e.get("CPB_SLURM_POLL_S") or "").strip()
+        poll_max = (e.get("CPB_SLURM_POLL_MAX_S") or "").strip()
 
         def pick(var: str, key: str, default=None):
             return _env_str(e, var) or profile.get(key) or default
@@ -421,6 +445,7 @@ class ComputeResource(dg.ConfigurableResource):
             slurm_account=pick("CPB_SLURM_ACCOUNT", "account"),
             slurm_qos=pick("CPB_SLURM_QOS", "qos"),
             slurm_poll_s=float(poll) if poll else float(profile.get("poll_s", 1.0)),
+            slurm_poll_max_s=float(poll_max) if poll_max else float(profile.get("poll_max_s", 5.0)),
             slurm_max_concurrent=_env_int(e, "CPB_SLURM_MAX_CONCURRENT", int(profile.get("max_concurrent_jobs", 200))),
             slurm_pack_slots=_env_int(e, "CPB_SLURM_PACK_SLOTS", int(profile.get("pack_slots", 0))),
             slurm_pack_max_units=_env_int(e, "CPB_SLURM_PACK_MAX_UNITS", int(profile.get("pack_max_units", 32))),

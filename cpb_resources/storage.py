@@ -170,19 +170,19 @@ def atomic_bundle(bundle: str | Path, entries: Mapping[str, str | Path], about: 
             shutil.rmtree(old, ignore_errors=True)
 
 
-def clear_staging(bundle: str | Path) -> list[Path]:
-    """Remove the staging folders a killed writer left in `bundle` (call under the partition lock)."""
-    left = sorted(Path(bundle, "versions").glob(".staging.*.tmp"))
-    for p in left:
-        shutil.rmtree(p, ignore_errors=True)
-    return left
+def staging_left(bundle: str | Path) -> list[Path]:
+    """The staging folders a killed writer left in `bundle` (remove them only under the partition lock)."""
+    return sorted(Path(bundle, "versions").glob(".staging.*.tmp"))
 
 
 def published_version(path: str | Path) -> Path | None:
     """The version folder (holding ``MANIFEST.json``) that the published `path` resolves into, or None."""
     real = Path(path).resolve()
     for folder in [real, *real.parents]:
-        if (folder / MANIFEST).is_file():
+        if folder.name == BUNDLES:  # never above the bundles' root: a stray MANIFEST.json there is no manifest
+            return None
+        # a version is ``<bundle>/versions/<v>/`` with its manifest, inside ``.bundles``
+        if folder.parent.name == "versions" and (folder / MANIFEST).is_file() and BUNDLES in folder.parts:
             return folder
     return None
 
@@ -224,9 +224,13 @@ def verify_published(path: str | Path) -> list[str]:
 def published_bundles(home: str | Path) -> list[tuple[Path, dict]]:
     """Every multi-file product published under `home`: (its current version folder, its manifest)."""
     out = []
+    # a bundle's link is ``<bundle>/current`` beside ``<bundle>/versions``; a member that happens
+    # to be named "current" lies inside a version and is not one
     for current in sorted(Path(home, BUNDLES).rglob("current")):
+        if "versions" in current.relative_to(Path(home, BUNDLES)).parts[:-1]:
+            continue
         version = current.resolve()
-        if current.is_symlink() and (version / MANIFEST).is_file():
+        if current.is_symlink() and version.parent == current.parent / "versions" and (version / MANIFEST).is_file():
             out.append((version, json.loads((version / MANIFEST).read_text())))
     return out
 

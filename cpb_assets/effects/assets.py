@@ -16,7 +16,7 @@ from cpb_assets.harmonize.assets import harmonized_adata
 from cpb_assets.versioning import code_version
 from cpb_resources.catalog import CatalogResource
 from cpb_resources.compute import ComputeResource, ResourceRequest, WorkUnit
-from cpb_resources.storage import StorageResource, atomic_bundle, clear_staging, require_intact, verify_published
+from cpb_resources.storage import StorageResource, atomic_bundle, staging_left, require_intact, verify_published
 
 MODES = ["group", "sep"]
 mode_partitions = dg.StaticPartitionsDefinition(MODES)
@@ -77,7 +77,7 @@ def _de_partition(context: dg.AssetExecutionContext, storage: StorageResource, c
     # under the partition lock, staging and temporary folders of this partition belong to a run that
     # died (SIGKILL, power loss): remove them before starting
     bundle = storage.bundle_dir("de_table", ds, mode)
-    for orphan in [*storage.path("work", "de", ds, mode).glob("*"), *clear_staging(bundle)]:
+    for orphan in [*storage.path("work", "de", ds, mode).glob("*"), *staging_left(bundle)]:
         context.log.warning(f"removing what a killed run left: {orphan}")
         shutil.rmtree(orphan, ignore_errors=True)
     # a damaged harmonized file is never fitted (cpb verify --rebuild repairs it)

@@ -26,7 +26,7 @@ from cpb_resources.catalog import CatalogResource
 from cpb_resources.compound_registry import CompoundRegistryResource
 from cpb_resources.compute import ComputeResource, ResourceRequest, WorkUnit
 from cpb_resources.sources import SourceCatalogResource
-from cpb_resources.storage import StorageResource, atomic_bundle, clear_staging, write_parquet
+from cpb_resources.storage import StorageResource, atomic_bundle, staging_left, write_parquet
 
 PSEUDOBULK_REQUEST = ResourceRequest(cpus=1, mem_mb=4096, time_min=60)  # one plate, streamed in chunks
 HARMONIZE_MODULES = ["cpb_assets.harmonize." + m for m in ("assemble", "schema", "units", "contexts", "genes",
@@ -106,7 +106,7 @@ def harmonized_adata(context: dg.AssetExecutionContext, storage: StorageResource
     # process dies), so what a killed run left behind can be removed safely
     with storage.partition_lock("harmonized_adata", ds, context.log):
         for orphan in [*storage.path("work", "pseudobulk", ds).glob("*"),
-                       *clear_staging(storage.bundle_dir("harmonized_adata", ds))]:
+                       *staging_left(storage.bundle_dir("harmonized_adata", ds))]:
             context.log.warning(f"removing what a killed run left: {orphan}")
             shutil.rmtree(orphan, ignore_errors=True)
         return _harmonized_partition(context, storage, catalog, compute, ds)

@@ -28,12 +28,14 @@ def test_slurm_settings_from_env(tmp_path):
         "CPB_SLURM_ENV_PATH": "/shared/envs/cpb",
         "CPB_SLURM_ACCOUNT": "proj42",
         "CPB_SLURM_POLL_S": "2.5",
+        "CPB_SLURM_POLL_MAX_S": "7",
         "CPB_HOME": "/shared/cpb",
     })
     assert (res.mode, res.slurm_host, res.slurm_port, res.slurm_user) == ("slurm", "login.example.org", 2222, "alice")
     assert res.slurm_key_path == str(key) and res.slurm_partition == "short"
     assert res.slurm_remote_base == "/scratch/alice/cpb" and res.slurm_env_path == "/shared/envs/cpb"
     assert res.slurm_account == "proj42" and res.slurm_qos is None and res.slurm_poll_s == 2.5
+    assert res.slurm_poll_max_s == 7.0
     assert res.cpb_home == "/shared/cpb"
     assert res.default_request == ResourceRequest(cpus=4, mem_mb=16000, time_min=90)
 

@@ -96,6 +96,12 @@ def _sacct_intervals(job_ids: list[str]) -> list[tuple[datetime, datetime]]:
     return spans
 
 
+def _sleepers() -> set[int]:
+    """`sleep infinity` processes on the login node (here: this machine)."""
+    out = subprocess.run(["pgrep", "-f", "^sleep infinity$"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
 @pytest.mark.slurm
 def test_slurm_units_run_as_concurrent_jobs_with_metrics(slurm_env, tmp_path, monkeypatch):
     monkeypatch.setenv("CPB_HOME", str(tmp_path / "home"))
@@ -105,12 +111,16 @@ def test_slurm_units_run_as_concurrent_jobs_with_metrics(slurm_env, tmp_path, mo
     sleep_s = 8.0
     units = [WorkUnit(f"u{i}", WRITE, {"out": str(tmp_path / f"t{i}.parquet"), "n_rows": 10 + i, "seed": i,
                                       "sleep_s": sleep_s}, SMALL) for i in range(4)]
+    sleepers = _sleepers()
     t0 = time.monotonic()
     result, seen = _step(compute, units)
     wall = time.monotonic() - t0
     assert result.success, failure_text(result)
     res = seen["results"]
     assert [r["metadata"]["rows"] for r in res] == [10, 11, 12, 13]
+    # the jobs' log streams left nothing running on the login node (each would hold an SSH session)
+    time.sleep(1.0)
+    assert not _sleepers() - sleepers
     jobs = [str(r["compute"]["slurm_job_id"]) for r in res]
     assert len(set(jobs)) == 4
     spans = sorted(_sacct_intervals(jobs))

@@ -219,3 +219,20 @@ def test_verify_published_names_the_damaged_file(tmp_path, damage, expected):
     assert manifest["asset"] == "a" and verify_published(version) == problems  # named by the entry path
     with pytest.raises(CorruptProduct, match="Rebuild it: cpb verify --rebuild"):
         require_intact(tmp_path / "t", "cpb verify --rebuild")
+
+
+def test_only_bundle_versions_count_as_published(tmp_path):
+    # a stray MANIFEST.json above the bundles' root is never taken for a version's manifest
+    (tmp_path / "MANIFEST.json").write_text('{"files": {"plain.txt": {"bytes": 1, "sha256": "0"}}}')
+    (tmp_path / "plain.txt").write_text("not published")
+    assert verify_published(tmp_path / "plain.txt") == []
+    # a member named "current" inside a version is not a bundle's link
+    bundle = tmp_path / ".bundles" / "a" / "p"
+    with atomic_bundle(bundle, {"current": tmp_path / "c"}, {"asset": "a"}) as tmp:
+        (tmp / "current").mkdir()
+        (tmp / "current" / "part.txt").write_text("x")
+    [(version, manifest)] = published_bundles(tmp_path)
+    assert version == (bundle / "current").resolve() and manifest["asset"] == "a"
+    assert verify_published(tmp_path / "c") == []
+    (tmp_path / "c" / "part.txt").resolve().write_text("y")
+    assert "sha256 differs" in verify_published(tmp_path / "c")[0]
