@@ -110,8 +110,8 @@ def _rss_mb(raw: str) -> int:
 
 
 PROFILE_KEYS = {"mode", "host", "port", "user", "key_path", "key_env", "known_hosts", "partition", "partitions",
-                "cpus", "mem_mb", "time_min", "gpus_per_job", "remote_base", "env_path", "account", "qos", "poll_s", "poll_max_s",
-                "max_concurrent_jobs", "max_retries", "local_workers", "pack_slots", "pack_max_units",
+                "cpus", "mem_mb", "time_min", "gpus_per_job", "remote_base", "env_path", "account", "qos", "poll_s",
+                "poll_max_s", "max_concurrent_jobs", "max_retries", "local_workers", "pack_slots", "pack_max_units",
                 "pack_max_time_min"}
 
 
@@ -171,7 +171,10 @@ class _MainThreadSignals:
 _ORPHAN_FALLBACK = " || sleep infinity"
 
 
-def _thread_safe_dagster_slurm() -> None:
+def _adapt_dagster_slurm() -> None:
+    """Two fixes to dagster-slurm's pipes client, applied once: signal handlers only from the main
+    thread (:class:`_MainThreadSignals`) and log streams that leave nothing behind
+    (:func:`_tail_without_orphans`)."""
     from dagster_slurm.pipes_clients import slurm_pipes_client
 
     if not isinstance(slurm_pipes_client.signal, _MainThreadSignals):
@@ -369,6 +372,16 @@ def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _env_float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
 def _env_str(environ: Mapping[str, str], name: str) -> Optional[str]:
     raw = (environ.get(name) or "").strip()
     return raw or None
@@ -421,8 +434,6 @@ class ComputeResource(dg.ConfigurableResource):
         mode = (e.get("CPB_COMPUTE") or profile.get("mode") or "local").strip().lower()
         if mode not in ("local", "slurm"):
             raise ValueError(f"CPB_COMPUTE must be 'local' or 'slurm', got {mode!r}")
-        poll = (e.get("CPB_SLURM_POLL_S") or "").strip()
-        poll_max = (e.get("CPB_SLURM_POLL_MAX_S") or "").strip()
 
         def pick(var: str, key: str, default=None):
             return _env_str(e, var) or profile.get(key) or default
@@ -444,8 +455,8 @@ class ComputeResource(dg.ConfigurableResource):
             slurm_env_path=pick("CPB_SLURM_ENV_PATH", "env_path"),
             slurm_account=pick("CPB_SLURM_ACCOUNT", "account"),
             slurm_qos=pick("CPB_SLURM_QOS", "qos"),
-            slurm_poll_s=float(poll) if poll else float(profile.get("poll_s", 1.0)),
-            slurm_poll_max_s=float(poll_max) if poll_max else float(profile.get("poll_max_s", 5.0)),
+            slurm_poll_s=_env_float(e, "CPB_SLURM_POLL_S", float(profile.get("poll_s", 1.0))),
+            slurm_poll_max_s=_env_float(e, "CPB_SLURM_POLL_MAX_S", float(profile.get("poll_max_s", 5.0))),
             slurm_max_concurrent=_env_int(e, "CPB_SLURM_MAX_CONCURRENT", int(profile.get("max_concurrent_jobs", 200))),
             slurm_pack_slots=_env_int(e, "CPB_SLURM_PACK_SLOTS", int(profile.get("pack_slots", 0))),
             slurm_pack_max_units=_env_int(e, "CPB_SLURM_PACK_MAX_UNITS", int(profile.get("pack_max_units", 32))),
@@ -912,7 +923,7 @@ class ComputeResource(dg.ConfigurableResource):
         from dagster_slurm import BashLauncher, SlurmQueueConfig, SlurmResource
         from dagster_slurm import ComputeResource as SlurmCompute
 
-        _thread_safe_dagster_slurm()
+        _adapt_dagster_slurm()
         ssh = self._ssh_resource()
         slurm = SlurmResource(
             ssh=ssh,

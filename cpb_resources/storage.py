@@ -224,13 +224,12 @@ def verify_published(path: str | Path) -> list[str]:
 def published_bundles(home: str | Path) -> list[tuple[Path, dict]]:
     """Every multi-file product published under `home`: (its current version folder, its manifest)."""
     out = []
-    # a bundle's link is ``<bundle>/current`` beside ``<bundle>/versions``; a member that happens
-    # to be named "current" lies inside a version and is not one
+    # a bundle's link is ``<bundle>/current`` into ``<bundle>/versions``; a member that happens to
+    # be named "current" lies inside a version and is not one
     for current in sorted(Path(home, BUNDLES).rglob("current")):
-        if "versions" in current.relative_to(Path(home, BUNDLES)).parts[:-1]:
-            continue
         version = current.resolve()
-        if current.is_symlink() and version.parent == current.parent / "versions" and (version / MANIFEST).is_file():
+        if (current.is_symlink() and version.parent == (current.parent / "versions").resolve()
+                and (version / MANIFEST).is_file()):
             out.append((version, json.loads((version / MANIFEST).read_text())))
     return out
 

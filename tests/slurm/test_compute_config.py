@@ -48,6 +48,7 @@ def test_blank_values_mean_unset(tmp_path):
 @pytest.mark.parametrize("env, message", [
     ({"CPB_COMPUTE": "cloud"}, "CPB_COMPUTE must be"),
     ({"CPB_SLURM_CPUS": "two"}, "CPB_SLURM_CPUS must be an integer"),
+    ({"CPB_SLURM_POLL_MAX_S": "soon"}, "CPB_SLURM_POLL_MAX_S must be a number"),
     ({"CPB_COMPUTE": "slurm", "CPB_SLURM_ENV_PATH": "/e"}, "CPB_SLURM_KEY"),
     ({"CPB_COMPUTE": "slurm", "CPB_SLURM_KEY": "/nonexistent/key", "CPB_SLURM_ENV_PATH": "/e"}, "SSH key not found"),
 ])

@@ -233,6 +233,8 @@ def test_only_bundle_versions_count_as_published(tmp_path):
         (tmp / "current" / "part.txt").write_text("x")
     [(version, manifest)] = published_bundles(tmp_path)
     assert version == (bundle / "current").resolve() and manifest["asset"] == "a"
+    (tmp_path.parent / f"{tmp_path.name}-link").symlink_to(tmp_path)  # a home reached through a symlink
+    assert [v for v, _ in published_bundles(tmp_path.parent / f"{tmp_path.name}-link")] == [version]
     assert verify_published(tmp_path / "c") == []
     (tmp_path / "c" / "part.txt").resolve().write_text("y")
     assert "sha256 differs" in verify_published(tmp_path / "c")[0]
