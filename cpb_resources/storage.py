@@ -44,13 +44,15 @@ def atomic_path(final: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     switched with one ``rename`` of a new link over the old one, so a reader
     sees the whole old folder or the whole new one, never none and never a
     mix. The previous version is kept (a reader that listed its files a moment
-    ago can still open them); older ones are removed. Products get normal
+    ago can still open them); older ones are removed once retired for longer
+    than :func:`retired_grace_s`. Products get normal
     permissions (files 0644, folders 0755).
 
     On any exception the temporary file (or folder) is removed and `final` is
     left as it was.
     """
     final = Path(final)
+    grace = retired_grace_s() if is_dir else 0.0  # a bad setting fails before any work
     final.parent.mkdir(parents=True, exist_ok=True)
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
@@ -61,7 +63,7 @@ def atomic_path(final: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         if is_dir:
-            _publish_folder(tmp, final)
+            _publish_folder(tmp, final, grace)
         else:
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; products are shared (e.g. SLURM jobs, other users)
             os.replace(tmp, final)
@@ -73,7 +75,7 @@ def atomic_path(final: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
         raise
 
 
-def _publish_folder(tmp: Path, final: Path) -> None:
+def _publish_folder(tmp: Path, final: Path, grace: float) -> None:
     versions = final.with_name(f".{final.name}{VERSIONS_SUFFIX}")
     versions.mkdir(exist_ok=True)
     os.chmod(tmp, 0o755)  # mkdtemp makes 0700
@@ -87,8 +89,40 @@ def _publish_folder(tmp: Path, final: Path) -> None:
         previous = f"legacy-{uuid.uuid4().hex[:8]}"
         os.rename(final, versions / previous)
     os.replace(link, final)  # the one step readers can observe
+    _retire_versions(versions, version, previous, grace)
+
+
+def retired_grace_s() -> float:
+    """Seconds a superseded version stays after it stopped being the previous one (``CPB_RETIRED_GRACE_S``,
+    default 300): a reader that resolved it just before two quick publications can still finish reading."""
+    raw = os.environ.get("CPB_RETIRED_GRACE_S", "300")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"CPB_RETIRED_GRACE_S must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"CPB_RETIRED_GRACE_S must be >= 0, got {raw!r}")
+    return value
+
+
+def _retire_versions(versions: Path, current: str, previous: str | None, grace: float) -> None:
+    """Remove superseded versions once no reader can still be inside them.
+
+    The current and the previous version always stay. The previous one is stamped (mtime) with the moment
+    it was retired; an older version goes only when it was retired more than `grace` seconds ago,
+    so a slow reader between two quick publications is covered too. Staging folders are left alone.
+    """
+    if previous is not None and (versions / previous).is_dir():
+        os.utime(versions / previous)
+    cutoff = time.time() - grace
     for old in versions.iterdir():
-        if old.name not in (version, previous):
+        if old.name in (current, previous) or old.name.startswith(".staging."):
+            continue
+        try:
+            retired_long_ago = old.stat().st_mtime < cutoff
+        except FileNotFoundError:  # another writer's cleanup got there first
+            continue
+        if retired_long_ago:
             shutil.rmtree(old, ignore_errors=True)
 
 
@@ -134,10 +168,12 @@ def atomic_bundle(bundle: str | Path, entries: Mapping[str, str | Path], about: 
     ``harmonized/<ds>.h5ad``, ``tables/harmonized_obs/dataset=<ds>``) is a
     stable relative symlink to ``bundle/current/<member>``, so that one rename
     moves every entry at once. The previous version stays (a reader may still
-    have its files open); older ones are removed. On an exception nothing is
+    have its files open); older ones are removed once retired for longer than
+    :func:`retired_grace_s`. On an exception nothing is
     published and the staging folder is removed.
     """
     bundle = Path(bundle)
+    grace = retired_grace_s()  # a bad setting fails before any work
     versions = bundle / "versions"
     versions.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging.", suffix=".tmp", dir=versions))
@@ -165,9 +201,7 @@ def atomic_bundle(bundle: str | Path, entries: Mapping[str, str | Path], about: 
         legacy = final.with_name(f".{final.name}{VERSIONS_SUFFIX}")  # atomic_path's versions before bundles
         if legacy.is_dir():
             shutil.rmtree(legacy, ignore_errors=True)
-    for old in versions.iterdir():
-        if old.name not in (version, previous) and not old.name.startswith(".staging."):
-            shutil.rmtree(old, ignore_errors=True)
+    _retire_versions(versions, version, previous, grace)
 
 
 def staging_left(bundle: str | Path) -> list[Path]:

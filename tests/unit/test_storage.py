@@ -1,5 +1,6 @@
 """Atomic writes: a crash never leaves a half file under the real name."""
 import os
+import time
 
 import pandas as pd
 import pytest
@@ -90,6 +91,39 @@ def test_folder_switch_is_one_rename_readers_never_see_a_gap(tmp_path):
     t.join()
     assert seen and all(names == ("a.parquet", "b.parquet") and len(contents) == 1 for names, contents in seen)
     assert (target / "a.parquet").read_text() == "v39"
+
+
+@pytest.mark.parametrize("kind", ["folder", "bundle"])
+def test_retired_versions_stay_for_the_grace_period_then_go(tmp_path, monkeypatch, kind):
+    """A version two publications old stays while it was retired less than CPB_RETIRED_GRACE_S ago (a reader
+    that resolved it just before two quick publications can finish), and goes once retired longer ago."""
+    monkeypatch.setenv("CPB_RETIRED_GRACE_S", "60")
+    if kind == "folder":
+        versions, current = tmp_path / ".part.versions", tmp_path / "part"
+
+        def publish(i):
+            with atomic_path(current, is_dir=True) as tmp:
+                (tmp / "a.txt").write_text(f"v{i}")
+    else:
+        versions, current = tmp_path / "b" / "versions", tmp_path / "b" / "current"
+
+        def publish(i):
+            _publish(tmp_path / "b", {"data.txt": tmp_path / "d.txt", "table": tmp_path / "t"}, f"v{i}")
+    names = []
+    for i in range(3):
+        publish(i)
+        names.append(os.readlink(current).rsplit("/", 1)[-1])
+    assert sorted(p.name for p in versions.iterdir()) == sorted(names)  # v0 retired just now: kept
+    old = time.time() - 61
+    os.utime(versions / names[0], (old, old))  # v0 retired 61 s ago
+    publish(3)
+    names.append(os.readlink(current).rsplit("/", 1)[-1])
+    # v0 goes; v1 (retired at v2's publication, moments ago) stays; v2 is the previous, v3 the current
+    assert sorted(p.name for p in versions.iterdir()) == sorted(names[1:])
+    monkeypatch.setenv("CPB_RETIRED_GRACE_S", "soon")
+    with pytest.raises(ValueError, match="CPB_RETIRED_GRACE_S"):  # refused before anything is written
+        publish(4)
+    assert os.readlink(current).rsplit("/", 1)[-1] == names[-1] and len(list(versions.iterdir())) == 3
 
 
 def test_legacy_real_folder_is_migrated_to_a_version(tmp_path):
