@@ -106,7 +106,7 @@ def write_synthetic(world, dataset: str, folder: str | Path) -> list[Path]:
             r = inst.loc[i]
             comp = None if r["compound"] is None or pd.isna(r["compound"]) else int(r["compound"])
             ct = cell_line_to_cellosaurus(r["cell_id"])
-            mu = base[world.context_index(ct)] + world.true_logfc(comp, ct, r["dose"], r["time"], gidx) + shift
+            mu = base[world.context_index(ct)] + world.true_logfc(comp, ct, r["dose"], r["time"], gidx, dataset) + shift
             X[i] = mu + rng.normal(0.0, 0.3, len(gidx))
     # inferred genes: values the reader must never read (pr_is_lm = 0)
     Xi = (world.baseline[0, iidx] + 3.0 + rng.normal(0.0, 0.3, (len(inst), len(iidx)))).astype(np.float32)

@@ -68,7 +68,8 @@ def write_synthetic(world, dataset: str, folder: str | Path, *, cells_per_well: 
         shift = world.plate_effect(dataset, plate, n_world, 0.1)
         for w, (comp, dose) in enumerate(wells):
             n = int(rng.integers(cpw[0], cpw[1] + 1))
-            counts = cell_counts(world, n, ct, comp, dose, t, shift, rng, library_size=library_size,
+            counts = cell_counts(world, n, ct, comp, dose, t, shift, rng, dataset=dataset,
+                                 library_size=library_size,
                                  libsize_cv=0.35)
             code = plant_defects(counts, mito, malat1_col, rng, defect_share)
             blocks.append(counts)

@@ -87,19 +87,20 @@ def plate_layout(world, dataset: str = DATASET) -> list[dict]:
 
 
 def cell_counts(world, n: int, cell_type: str, compound: int | None, dose_uM: float, time_h: float,
-                plate_shift: np.ndarray, rng: np.random.Generator, *, library_size: float = 2200.0,
+                plate_shift: np.ndarray, rng: np.random.Generator, *, dataset: str, library_size: float = 2200.0,
                 libsize_cv: float = 0.3, dispersion: float = 0.0) -> np.ndarray:
     """SYNTHETIC single-cell UMI counts of `n` cells of one condition (all world genes).
 
-    The expected profile is the world's baseline + true log2FC (dose in µM,
-    time in h) + the plate's shift; each cell draws a log-normal library size
+    The expected profile is the world's baseline + true log2FC as `dataset`
+    measures it (dose in µM, time in h) + the plate's shift; each cell draws a log-normal library size
     (median `library_size` UMIs) and Poisson counts, or gamma–Poisson counts
     (variance mu + `dispersion` · mu²) when `dispersion` > 0, all cells at
     once. Poisson is the default: UMI counts of one cell state are close to
     Poisson, and the gamma draw would double the writer's time.
     """
     log2_mu = (world.baseline[world.context_index(cell_type)].astype(np.float64)
-               + world.true_logfc(compound, cell_type, float(dose_uM), float(time_h)) + plate_shift)
+               + world.true_logfc(compound, cell_type, float(dose_uM), float(time_h), dataset=dataset)
+               + plate_shift)
     p = np.exp2(log2_mu)
     p /= p.sum()
     lib = library_size * rng.lognormal(0.0, libsize_cv, n)
@@ -172,7 +173,7 @@ def write_plates(world, folder: str | Path, plates: list[dict], *, dataset: str 
                 cond = f"[('{shown}', {float(dose)!r}, 'uM')]"
             for ct in design.cell_types:
                 n = int(rng.integers(cells_per_well_line[0], cells_per_well_line[1] + 1))
-                counts = cell_counts(world, n, ct, comp, dose, TIME_H, plate_shift, rng,
+                counts = cell_counts(world, n, ct, comp, dose, TIME_H, plate_shift, rng, dataset=dataset,
                                      library_size=library_size)
                 code = plant_defects(counts, mito, malat1_col, rng, defect_share)
                 blocks.append(sp.csr_matrix(counts.astype(np.float32)))

@@ -9,12 +9,18 @@ structure) from ``data/real/pubchem_sample``.
 The planted truth is a true log2 fold change per (compound, context, gene) at
 a saturating dose and 24 h. It is
 
-* sparse: each compound moves ~8% of genes;
-* partly a function of structure: one component is the compound's Morgan
-  fingerprint (radius 2, 128 bits) times a fixed random gene loading, so
-  structure-aware models have something to learn;
-* shared across assays: every source samples the same truth and adds its own
-  noise, plate effects and assay-specific measurement model;
+* sparse: each active compound moves roughly 5-20% of the measured genes;
+* mostly a function of structure: a few Morgan bits (radius 2, 128 bits) are
+  "pharmacophores", each switching on its own sparse gene program, and a
+  compound's effect is the sum of the programs of the bits it carries plus a
+  smaller compound-specific part (`STRUCTURE_SHARE`), so that structure-aware
+  models (Morgan-initialised LPMs, OP3 descriptors) have something to learn;
+* shared across assays, with a dataset-specific part: every source samples
+  the same truth plus its own reproducible deviation on the compound's
+  responsive genes (`DATASET_RESPONSE_SD`; different compound lots, cell
+  passages and protocols), so replicates within a dataset agree more than
+  the same condition across datasets; each source adds its own noise, plate
+  effects and assay-specific measurement model;
 * dose-responsive: a Hill curve (n = 1) with a compound-specific EC50;
 * time-dependent: saturating in time, 1 at 24 h.
 
@@ -52,6 +58,13 @@ WORLD_CONTEXTS = ("CVCL_0023", "CVCL_0031", "CVCL_0004", "CVCL_0132", "CVCL_0035
                   "CL_0000084", "CL_0000763", "CL_0000236", "CL_0000182")
 N_COMPOUNDS = 60
 N_EXTRA_GENES = 1000
+# the planted structure-activity link (see _world_effects)
+PROGRAM_BITS = 8  # fingerprint bits that each switch on a gene program
+PROGRAM_DENSITY = 0.04  # share of the measured genes in one program
+SPECIFIC_DENSITY = 0.03  # share of the measured genes in a compound's own (non-structural) response
+STRUCTURE_SHARE = 0.9  # weight of the programs against the specific part (unit-norm vectors)
+CONTEXT_SD = 0.15  # per-context jitter of a responsive gene, relative to its mean |effect|
+DATASET_RESPONSE_SD = 1.0  # per-dataset deviation of a responsive gene, relative to its mean |effect|
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,8 @@ class DemoWorld:
         log2(CPM + 1)-like scale.
     fingerprints
         (n_compounds, 128) uint8 Morgan bits.
+    program_bits
+        The fingerprint bits that switch on a gene program (the planted structure-activity link).
     """
 
     seed: int
@@ -132,12 +147,13 @@ class DemoWorld:
     effect: np.ndarray
     baseline: np.ndarray
     fingerprints: np.ndarray
+    program_bits: np.ndarray
 
     def context_index(self, cell_type: str) -> int:
         return self.contexts.index(cell_type)
 
     def true_logfc(self, compound: int | None, cell_type: str, dose_uM: float, time_h: float = 24.0,
-                   genes: np.ndarray | None = None) -> np.ndarray:
+                   genes: np.ndarray | None = None, dataset: str | None = None) -> np.ndarray:
         """True log2 fold change of one condition (zeros for a control).
 
         Parameters
@@ -150,16 +166,35 @@ class DemoWorld:
             Time in hours.
         genes
             Optional integer index into `genes`.
+        dataset
+            The source measuring it: adds that source's own deviation
+            (:meth:`dataset_response`). None: the shared truth.
         """
         n = len(self.genes) if genes is None else len(genes)
         if compound is None or dose_uM <= 0:
             return np.zeros(n, dtype=np.float64)
         ec50 = float(self.compounds["ec50_uM"].iloc[compound])
         hill = dose_uM / (dose_uM + ec50)
-        eff = self.effect[compound, self.context_index(cell_type)]
+        eff = self.effect[compound, self.context_index(cell_type)].astype(np.float64)
+        if dataset is not None:
+            eff = eff + self.dataset_response(dataset, compound, cell_type)
         if genes is not None:
             eff = eff[genes]
-        return eff.astype(np.float64) * hill * time_factor(time_h)
+        return eff * hill * time_factor(time_h)
+
+    def dataset_response(self, dataset: str, compound: int, cell_type: str) -> np.ndarray:
+        """One source's reproducible deviation from the shared truth (log2 units at saturating dose, 24 h).
+
+        Normal on the compound's responsive genes in that context, SD `DATASET_RESPONSE_SD` × their
+        mean |effect|; zero elsewhere, so inert compounds stay inert everywhere.
+        """
+        eff = self.effect[compound, self.context_index(cell_type)]
+        out = np.zeros(len(eff), dtype=np.float64)
+        hit = np.flatnonzero(eff)
+        if len(hit):
+            z = self.rng("dataset_response", dataset, compound, cell_type).normal(0.0, 1.0, len(hit))
+            out[hit] = DATASET_RESPONSE_SD * float(np.abs(eff[hit]).mean()) * z
+        return out
 
     def plate_effect(self, dataset: str, plate: str, n_genes: int, sd: float) -> np.ndarray:
         """A reproducible per-plate, per-gene shift (log2 units) for one source."""
@@ -188,7 +223,7 @@ class DemoWorld:
         for i, r in enumerate(rows.itertuples(index=False)):
             comp = None if pd.isna(r.compound) else int(r.compound)
             log2_mu = (base[self.context_index(r.cell_type)]
-                       + self.true_logfc(comp, r.cell_type, float(r.dose_uM), float(r.time_h), genes)
+                       + self.true_logfc(comp, r.cell_type, float(r.dose_uM), float(r.time_h), genes, dataset)
                        + plate_shift[r.plate])
             p = np.exp2(log2_mu)
             mu = lib[i] * p / p.sum()
@@ -289,26 +324,54 @@ def _world_compounds(rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray
     return comp, fps
 
 
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    return a / (np.sqrt((a ** 2).sum(axis=1, keepdims=True)) + 1e-12)
+
+
+def _signed_magnitudes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Random signs times magnitudes in [1, 2): a responsive gene moves clearly (about half of the
+    compound's largest move or more), as the top genes of a sparse response do."""
+    return rng.choice([-1.0, 1.0], n) * rng.uniform(1.0, 2.0, n)
+
+
+def program_bits(fps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The `PROGRAM_BITS` fingerprint bits that carry gene programs: drawn among the bits that 15-60% of
+    the world's compounds carry, so that each program is seen in training and still tells compounds apart."""
+    prevalence = fps.astype(float).mean(axis=0)
+    candidates = np.flatnonzero((prevalence >= 0.15) & (prevalence <= 0.6))
+    return np.sort(rng.choice(candidates, min(PROGRAM_BITS, len(candidates)), replace=False))
+
+
 def _world_effects(rng, n_genes: int, fps: np.ndarray, potency: np.ndarray, n_ctx: int,
-                   measured: np.ndarray) -> np.ndarray:
+                   measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(effect, program bits): the true log2FC (n_compounds, n_contexts, n_genes) at saturating dose, 24 h.
+
+    raw = STRUCTURE_SHARE · (sum of the gene programs of the compound's program bits) + √(1 − share²) ·
+    a sparse compound-specific part, both unit-norm; scaled so that the largest |raw| is the compound's
+    potency, times a per-context responsiveness, with a small per-context jitter (`CONTEXT_SD`).
+    """
     n_comp = len(fps)
-    loading = rng.normal(0.0, 1.0, (fps.shape[1], n_genes))
-    structural = (fps.astype(float) - fps.mean(0)) @ loading
-    structural /= structural.std(axis=1, keepdims=True) + 1e-9
-    specific = rng.normal(0.0, 1.0, (n_comp, n_genes))
-    raw = 0.6 * structural + 0.8 * specific
+    genes = np.flatnonzero(measured)
+    bits = program_bits(fps, rng)
+    programs = np.zeros((len(bits), n_genes))
+    for b in range(len(bits)):
+        g = rng.choice(genes, int(PROGRAM_DENSITY * len(genes)), replace=False)
+        programs[b, g] = _signed_magnitudes(rng, len(g))
+    specific = np.zeros((n_comp, n_genes))
+    for c in range(n_comp):
+        g = rng.choice(genes, int(SPECIFIC_DENSITY * len(genes)), replace=False)
+        specific[c, g] = _signed_magnitudes(rng, len(g))
+    raw = (STRUCTURE_SHARE * _unit_rows(fps[:, bits].astype(float) @ programs)
+           + np.sqrt(1.0 - STRUCTURE_SHARE ** 2) * _unit_rows(specific))
     responsiveness = rng.uniform(0.6, 1.3, n_ctx)
     effect = np.zeros((n_comp, n_ctx, n_genes), dtype=np.float32)
-    n_hit = max(1, int(0.08 * measured.sum()))
     for c in range(n_comp):
-        # the responsive genes: the strongest |raw| among measured genes
-        score = np.where(measured, np.abs(raw[c]), -1)
-        hit = np.argsort(-score)[:n_hit]
+        hit = np.flatnonzero(raw[c])
+        v = raw[c, hit] / np.abs(raw[c, hit]).max()
         for k in range(n_ctx):
-            v = raw[c, hit] + 0.35 * rng.normal(0.0, 1.0, n_hit)
-            v = v / np.abs(v).max()
-            effect[c, k, hit] = potency[c] * responsiveness[k] * v
-    return effect
+            jitter = CONTEXT_SD * np.abs(v).mean() * rng.normal(0.0, 1.0, len(hit))
+            effect[c, k, hit] = potency[c] * responsiveness[k] * (v + jitter)
+    return effect, bits
 
 
 @functools.lru_cache(maxsize=4)
@@ -320,13 +383,13 @@ def build_world(seed: int = WORLD_SEED) -> DemoWorld:
     contexts = list(WORLD_CONTEXTS)
     n_genes = len(genes)
     measured = genes["kind"].isin(["landmark", "extra"]).to_numpy()
-    effect = _world_effects(rng, n_genes, fps, compounds["potency"].to_numpy(), len(contexts), measured)
+    effect, bits = _world_effects(rng, n_genes, fps, compounds["potency"].to_numpy(), len(contexts), measured)
     # baseline: a gene-level mean shared by all contexts plus context deviations
     gene_mean = rng.normal(5.0, 2.0, n_genes).clip(0.5, 12.0)
     gene_mean[genes["kind"].to_numpy() == "mito"] = 9.0
     gene_mean[genes.index.get_loc(MALAT1)] = 10.5
     baseline = (gene_mean + rng.normal(0.0, 0.6, (len(contexts), n_genes))).astype(np.float32)
-    return DemoWorld(seed, genes, contexts, compounds, effect, baseline, fps)
+    return DemoWorld(seed, genes, contexts, compounds, effect, baseline, fps, bits)
 
 
 def write_truth(world: DemoWorld, folder: str | Path) -> Path:
@@ -338,7 +401,8 @@ def write_truth(world: DemoWorld, folder: str | Path) -> Path:
         world.genes.to_csv(tmp / "genes.tsv", sep="\t")
         world.compounds.to_csv(tmp / "compounds.tsv", sep="\t")
         np.savez_compressed(tmp / "effects.npz", effect=world.effect, baseline=world.baseline,
-                            fingerprints=world.fingerprints, contexts=np.array(world.contexts))
+                            fingerprints=world.fingerprints, program_bits=world.program_bits,
+                            contexts=np.array(world.contexts))
         designs = {k: {"cell_types": d.cell_types, "compounds": d.compounds, "doses_uM": d.doses_uM,
                        "times_h": d.times_h, "replicates": d.replicates} for k, d in DESIGNS.items()}
         (tmp / "README.json").write_text(json.dumps({"synthetic": True, "note": SYNTHETIC_NOTE, "seed": world.seed,

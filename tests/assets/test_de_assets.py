@@ -32,7 +32,7 @@ def _truth_recovery(home, world, dataset: str) -> tuple[float, int]:
         part = part[part["dose_uM"] == part["dose_uM"].max()]
         c = int(comp.index[comp["pubchem_cid"] == cid][0])
         gidx = world.gene_index(part["gene"])
-        truth = world.true_logfc(c, ct, float(part["dose_uM"].iloc[0]), 24.0, gidx)
+        truth = world.true_logfc(c, ct, float(part["dose_uM"].iloc[0]), 24.0, gidx, dataset)  # as this source measures it
         planted = truth != 0
         obs_all.append(part["logFC"].to_numpy()[planted])
         truth_all.append(truth[planted])

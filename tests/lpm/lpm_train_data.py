@@ -18,6 +18,10 @@ import pyarrow.parquet as pq
 from cpb_assets.lpm import prepare, splits, tables
 
 DATASETS = {"l1000_phase1": (range(0, 40), slice(0, 150)), "l1000_phase2": (range(10, 50), slice(50, 200))}
+# every compound in both datasets, on disjoint halves of the panel: a molecule held out in one dataset is
+# trained in the other on *other* genes, so its held-out values cannot be copied across and only what the
+# model learned about the molecule (its structure, with Morgan bits) carries over
+DISJOINT_PANELS = {"l1000_phase1": (range(0, 60), slice(0, 100)), "l1000_phase2": (range(0, 60), slice(100, 200))}
 N_GENES = 200
 CONTEXTS = ["CVCL_0023", "CVCL_0031"]  # A549, MCF7
 DOSES_UM = [1.0, 10.0]

@@ -16,7 +16,7 @@ from cpb_assets.lpm.train import (CONTROL, FrameSource, ShardSource, TrainConfig
                                   select_per_dataset, select_source, train)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from lpm_train_data import build_lpm_home  # noqa: E402
+from lpm_train_data import DISJOINT_PANELS, build_lpm_home  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -209,3 +209,35 @@ def test_all_model_beats_per_gene_mean_on_molecule_holdout(truth_home, tmp_path)
     chosen = best_epoch(res.history)
     baseline = per_gene_mean_rmse(src, res.vocab)
     assert chosen["test_rmse"] < baseline
+
+
+@pytest.fixture(scope="module")
+def disjoint_home(world, tmp_path_factory):
+    """SYNTHETIC tables of all 60 compounds in both datasets, on disjoint gene panels (time column 1, as above)."""
+    return build_lpm_home(world, tmp_path_factory.mktemp("lpm_disjoint"), time_h=1.0, datasets=DISJOINT_PANELS)
+
+
+def _held_out_rmse(home, tmp_path, morgan, seed) -> float:
+    """Mean over datasets of the "All" selection's test RMSE (per dataset its best-validation epoch)."""
+    from cpb_assets.lpm.workloads import _fingerprints
+
+    src = ShardSource(home["root"] / home["manifest"]["molecule"]["shard_root"], "multi")
+    res = train(TrainConfig(form="multi", epochs=20, batch_size=8, seed=seed, morgan=morgan), src,
+                tmp_path / f"{morgan}-{seed}", fingerprints=_fingerprints(str(home["fingerprints"])) if morgan else None)
+    chosen = select_per_dataset(res.history, res.vocab.datasets)
+    assert set(chosen) == set(DISJOINT_PANELS)
+    return float(np.mean([v["test_rmse"] for v in chosen.values()]))
+
+
+def test_morgan_initialisation_lowers_rmse_on_held_out_molecules(world, disjoint_home, tmp_path):
+    """Demo world: effects follow structure (gene programs of fingerprint bits), so "All Morgan learned"
+    predicts molecule-held-out compounds better than "All" (random N(0, 1) molecule embeddings), over the
+    first three METHODS seeds. Measured: 0.200 vs 0.223 (per-gene mean 0.239; lower for every seed); on the
+    previous world, whose effects hardly followed structure, 0.212 vs 0.215 (per-gene mean 0.212)."""
+    seeds = (13, 17, 19)
+    plain = np.mean([_held_out_rmse(disjoint_home, tmp_path, None, s) for s in seeds])
+    morgan = np.mean([_held_out_rmse(disjoint_home, tmp_path, "learned", s) for s in seeds])
+    src = ShardSource(disjoint_home["root"] / disjoint_home["manifest"]["molecule"]["shard_root"], "multi")
+    vocab = Vocabulary.build("multi", src, ["train", "val", "test"])
+    mean = np.mean([per_gene_mean_rmse(src, vocab, d) for d in DISJOINT_PANELS])
+    assert morgan < 0.95 * plain and morgan < 0.95 * mean

@@ -129,7 +129,7 @@ def test_synthetic_roundtrip_matches_design(world, demo_phase1):
         & (obs["pert_time_h"] == 24.0)
     ctl = obs["is_control"] & (obs["cell_type"] == "CVCL_0023") & (obs["pert_time_h"] == 24.0)
     observed = a.X[sel.to_numpy()].mean(0) - a.X[ctl.to_numpy()].mean(0)
-    truth = world.true_logfc(c, "CVCL_0023", 10.0, 24.0, world.gene_index(a.var_names))
+    truth = world.true_logfc(c, "CVCL_0023", 10.0, 24.0, world.gene_index(a.var_names), "l1000_phase1")
     assert np.corrcoef(observed, truth)[0, 1] > 0.8
 
 

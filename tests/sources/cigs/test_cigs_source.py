@@ -210,7 +210,7 @@ def test_planted_truth_visible(demo, world):
     trt = cpm[((obs["perturbagen"] == name) & (obs["cell_type"] == ct)).to_numpy()].mean(0)
     ctl = cpm[((obs["is_control"]) & (obs["cell_type"] == ct)).to_numpy()].mean(0)
     lfc = np.log2(trt + 1) - np.log2(ctl + 1)
-    truth = world.true_logfc(strong, ct, 10.0, 24.0, genes=world.gene_index(a.var_names))
+    truth = world.true_logfc(strong, ct, 10.0, 24.0, genes=world.gene_index(a.var_names), dataset="cigs_mce")
     moved = np.abs(truth) > 0.5
     assert moved.sum() >= 10
     assert np.corrcoef(lfc[moved], truth[moved])[0, 1] > 0.8

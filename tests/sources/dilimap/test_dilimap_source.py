@@ -173,7 +173,15 @@ def test_round_trip_schema_and_counts(demo, world, dataset):
     splits = dilimap.SPLITS[dataset]
     n_comp = sum(world.compounds["dilimap_split"].iloc[c] in splits for c in d.compounds)
     obs = h.adata.obs
-    assert int((~obs["is_control"]).sum()) == n_comp * len(d.doses_uM) * d.replicates
+    # a strong compound moves enough genes to low counts that a replicate pair can fall below its plate's
+    # median - 3 sd (here one pair: synthocin-54 at 10 µM); no other rule may drop a treated sample
+    native = pd.concat([ad.read_h5ad(folder / f, backed="r").obs for f in (demo_dilimap.TRAIN_FILE,
+                                                                          demo_dilimap.VALIDATION_FILE)])
+    q = h.quarantine.to_frame()
+    low_corr = set(q.loc[q["reason"].str.startswith("cross-replicate correlation"), "record_id"])
+    lost = int((native.index.isin(low_corr) & (native["COMPOUND"] != "DMSO").to_numpy()).sum())
+    assert lost <= 2
+    assert int((~obs["is_control"]).sum()) == n_comp * len(d.doses_uM) * d.replicates - lost
     n_plates = -(-sum(world.compounds["dilimap_split"].iloc[c] == "train" for c in d.compounds)
                  // demo_dilimap.COMPOUNDS_PER_PLATE) + (1 if "val" in splits else 0)
     assert int(obs["is_control"].sum()) == demo_dilimap.CONTROLS_PER_PLATE * n_plates
@@ -220,7 +228,8 @@ def test_planted_truth_visible(demo, world):
     trt = cpm[((obs["perturbagen"] == name) & (obs["pert_dose_uM"] == 50.0)).to_numpy()].mean(0)
     ctl = cpm[obs["is_control"].to_numpy()].mean(0)
     lfc = np.log2(trt + 1) - np.log2(ctl + 1)
-    truth = world.true_logfc(strong, "CL_0000182", 50.0, 24.0, genes=world.gene_index(a.var_names))
+    truth = world.true_logfc(strong, "CL_0000182", 50.0, 24.0, genes=world.gene_index(a.var_names),
+                           dataset="dilimap")  # both DILImap partitions come from one study
     moved = np.abs(truth) > 0.5
     assert moved.sum() >= 20
     assert np.corrcoef(lfc[moved], truth[moved])[0, 1] > 0.8

@@ -390,7 +390,7 @@ def test_novartis_planted_truth(demo):
     ctl = a.obs["is_control"].to_numpy()
     obs_lfc = np.log2(cpm[trt].mean(0) + 1) - np.log2(cpm[ctl].mean(0) + 1)
     truth = world.true_logfc(0, DESIGNS["novartis_drugseq"].cell_types[0], 10.0, 24.0,
-                             genes=world.gene_index(a.var_names))
+                             genes=world.gene_index(a.var_names), dataset="novartis_drugseq")
     expressed = cpm[ctl].mean(0) > 50
     hit = truth != 0
     assert np.corrcoef(obs_lfc[expressed & hit], truth[expressed & hit])[0, 1] > 0.7

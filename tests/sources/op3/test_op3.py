@@ -141,7 +141,7 @@ def test_planted_truth(demo):
     lfc = np.log2(cpm[trt].mean(0) + 1) - np.log2(cpm[ctl].mean(0) + 1)
     idx = world.gene_index(a.var_names)
     known = idx >= 0
-    truth = world.true_logfc(c, "CL_0000084", 1.0, 24.0, genes=idx[known])
+    truth = world.true_logfc(c, "CL_0000084", 1.0, 24.0, genes=idx[known], dataset=op3.DATASET)
     sel = (truth != 0) & (cpm[ctl].mean(0)[known] > 50)
     r = np.corrcoef(lfc[known][sel], truth[sel])[0, 1]
     assert r > 0.7

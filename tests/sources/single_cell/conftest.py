@@ -39,8 +39,9 @@ def registry_by(world, key: str) -> pd.DataFrame:
                          "cid_method": "test"})
 
 
-def log_ratio_vs_truth(world, adata, cell_type: str, compound: int, dose_uM: float, name: str) -> float:
-    """Pearson r between the pseudobulk log2 ratio (treated CPM / control CPM) and the true log2FC."""
+def log_ratio_vs_truth(world, adata, cell_type: str, compound: int, dose_uM: float, name: str, dataset: str) -> float:
+    """Pearson r between the pseudobulk log2 ratio (treated CPM / control CPM) and the true log2FC as `dataset`
+    measures it."""
     obs = adata.obs
     X = np.asarray(adata.X.todense() if hasattr(adata.X, "todense") else adata.X, dtype=float)
     cpm = X / X.sum(1, keepdims=True) * 1e6
@@ -49,7 +50,7 @@ def log_ratio_vs_truth(world, adata, cell_type: str, compound: int, dose_uM: flo
     ctl = ct & obs["is_control"].to_numpy()
     assert trt.sum() >= 2 and ctl.sum() >= 2
     ratio = np.log2(cpm[trt].mean(0) + 1) - np.log2(cpm[ctl].mean(0) + 1)
-    truth = world.true_logfc(compound, cell_type, dose_uM, 24.0, world.gene_index(adata.var_names))
+    truth = world.true_logfc(compound, cell_type, dose_uM, 24.0, world.gene_index(adata.var_names), dataset)
     expressed = cpm[ctl].mean(0) > 50  # well-measured genes; weak genes are Poisson noise
     return float(np.corrcoef(ratio[expressed], truth[expressed])[0, 1])
 

@@ -50,7 +50,8 @@ def test_planted_truth_is_visible(world, tahoe_run, sc):
     _, _, h = tahoe_run
     comp = 0  # potency 2 (strong)
     assert world.compounds["potency"].iloc[comp] == 2.0
-    r = sc.log_ratio_vs_truth(world, h.adata, "CVCL_0023", comp, 5.0, world.compounds["name"].iloc[comp])
+    r = sc.log_ratio_vs_truth(world, h.adata, "CVCL_0023", comp, 5.0, world.compounds["name"].iloc[comp],
+                              "tahoe100m")
     assert r > 0.7
 
 
