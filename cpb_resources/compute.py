@@ -362,24 +362,23 @@ def auto_pack_slots(partition_cpus: int, own_cpus: int, unit_cpus: int = 1) -> i
     return max(1, usable // max(1, unit_cpus))
 
 
-def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+def _env_number(environ: Mapping[str, str], name: str, default, parse, what: str):
+    """`name` parsed by `parse` (int or float); `default` when unset or blank; a bad value names the variable."""
     raw = (environ.get(name) or "").strip()
     if not raw:
         return default
     try:
-        return int(raw)
+        return parse(raw)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from None
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    return _env_number(environ, name, default, int, "an integer")
 
 
 def _env_float(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = (environ.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    return _env_number(environ, name, default, float, "a number")
 
 
 def _env_str(environ: Mapping[str, str], name: str) -> Optional[str]:
