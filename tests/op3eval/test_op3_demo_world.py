@@ -1,6 +1,7 @@
 """The OP3 stage on the demo world's OP3 partition (SYNTHETIC): the planted structure signal — most of each
 compound's effect is the gene programs of the Morgan bits it carries (cpb_assets/demo/world.py) — reaches
 held-out compounds only through a structure descriptor, so Morgan must beat the descriptor-free variant."""
+import concurrent.futures as cf
 import warnings
 
 import dagster as dg
@@ -33,9 +34,11 @@ def op3_results_home(tmp_path_factory):
         run("op3_targets")
         for descriptor in ("none", "morgan_fixed"):
             run("op3_descriptors", descriptor)
-            for seed in SEEDS:
-                run("op3_predictions", dg.MultiPartitionKey({"descriptor": descriptor, "seed": seed}),
-                    {"epochs": EPOCHS})
+        # the four predictor runs two at a time, as the demo's two workers do (each trains in its own compute
+        # subprocess, seeded, so the results do not depend on the order): 40 s instead of 76 s on 2 cores
+        keys = [dg.MultiPartitionKey({"descriptor": d, "seed": s}) for d in ("none", "morgan_fixed") for s in SEEDS]
+        with cf.ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda key: run("op3_predictions", key, {"epochs": EPOCHS}), keys))
         run("op3_results", config={"seeds": SEEDS})
     return home
 

@@ -55,8 +55,8 @@ def slurm_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def local_home(tmp_path_factory):
-    """Tahoe-100M (4 plates) and CIGS-MCE (2 strata) materialized in local mode: the reference of the
-    SLURM asset tests, which work on copies of it."""
+    """Tahoe-100M (4 plates) and CIGS-MCE (2 strata) materialized in local mode up to the DE tables: the
+    reference of the SLURM asset tests (pseudobulk, DE), which work on copies of it."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from tests.conftest import make_home
@@ -66,7 +66,7 @@ def local_home(tmp_path_factory):
     os.environ.update({"CPB_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "CPB_COMPUTE": "local"})
     try:
         from cpb_jobs.demo import main
-        assert main(["--home", str(home), "--datasets", "tahoe100m", "cigs_mce"]) == 0
+        assert main(["--home", str(home), "--datasets", "tahoe100m", "cigs_mce", "--until", "de"]) == 0
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
