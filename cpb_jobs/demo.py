@@ -124,13 +124,10 @@ STAGES = ["de", "lpm_data", "agreement", "all", "release"]
 
 def _run_lpm_models(lpm_ready: list[str], workers: int) -> list[str]:
     """Checkpoints per demo variant × seed, fine-tune / scratch runs on the demo targets, embeddings, results."""
-    from cpb_assets.lpm.assets import MLFLOW_EXPERIMENT
     from cpb_assets.lpm.results import DEMO_SEEDS, FINETUNE_VARIANTS
-    from cpb_resources.mlflow import MlflowResource
 
     print("LPM models: checkpoints (variant × seed), fine-tune / scratch runs, compound embeddings, results; "
           "every training run an MLflow run (make mlflow-ui)")
-    MlflowResource.from_env().experiment(MLFLOW_EXPERIMENT)  # create the MLflow store once, before the workers
     variants = [v for v in DEMO_LPM_VARIANTS if v != "scalar_l1000" or {"l1000_phase1", "l1000_phase2"} & set(lpm_ready)]
     failed = _run_all("lpm_checkpoint", [{"variant": v, "seed": s} for v in variants for s in DEMO_SEEDS], workers)
     targets = [d for d in DEMO_LPM_TARGETS if d in lpm_ready]

@@ -9,13 +9,15 @@ directory is (PLATFORM-NOTES, "MLflow"). Any other tracking URI (an
 configuration or ``CPB_MLFLOW_URI``.
 
 The Dagster step owns the experiment (:meth:`MlflowResource.experiment`,
-which also creates the SQLite schema once, before workers race to); the
+which also creates the SQLite schema, under a file lock so that steps
+starting together on a fresh store do not run the migrations twice); the
 training workload, local subprocess or SLURM job, logs through
 :class:`MlflowTracker` with the plain dict of :meth:`MlflowResource.worker_spec`.
 ``make mlflow-ui`` serves the same store on 127.0.0.1.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -36,6 +38,24 @@ def _client(uri: str):
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
+
+
+@contextlib.contextmanager
+def _sqlite_store_lock(uri: str):
+    """Exclusive ``fcntl`` lock on ``<database>.lock`` for a ``sqlite:///`` URI (nothing for other stores)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock = Path(uri[len("sqlite:///"):]).with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _retry(fn, *args, attempts: int = 20, **kwargs):
@@ -146,18 +166,24 @@ class MlflowResource(dg.ConfigurableResource):
         return (root / experiment).as_uri()
 
     def experiment(self, name: str) -> str:
-        """The id of experiment `name`, created (with its artifact location) when missing."""
-        client = _client(self.uri)
-        exp = _retry(client.get_experiment_by_name, name)
-        if exp is not None:
-            return exp.experiment_id
-        try:
-            return _retry(client.create_experiment, name, artifact_location=self.artifact_location(name))
-        except Exception:  # another process created it meanwhile
+        """The id of experiment `name`, created (with its artifact location) when missing.
+
+        On a SQLite store the first use also creates the schema (MLflow's migrations). Two steps doing
+        that at once (two partitions of a backfill on a fresh home) fail with "table … already exists",
+        so the whole get-or-create holds an exclusive lock on ``<database>.lock``.
+        """
+        with _sqlite_store_lock(self.uri):
+            client = _client(self.uri)
             exp = _retry(client.get_experiment_by_name, name)
-            if exp is None:
-                raise
-            return exp.experiment_id
+            if exp is not None:
+                return exp.experiment_id
+            try:
+                return _retry(client.create_experiment, name, artifact_location=self.artifact_location(name))
+            except Exception:  # a server store: another process created it meanwhile
+                exp = _retry(client.get_experiment_by_name, name)
+                if exp is None:
+                    raise
+                return exp.experiment_id
 
     def worker_spec(self, experiment: str) -> dict:
         """JSON-able settings a training workload needs to log into `experiment`."""

@@ -85,6 +85,26 @@ def test_tracking_uri_from_config_and_environment(tmp_path):
     assert MlflowResource(tracking_uri="http://127.0.0.1:5999").artifact_location("x") is None
 
 
+def _experiment_in_a_fresh_process(uri_and_root):
+    uri, root = uri_and_root
+    return MlflowResource(tracking_uri=uri, artifact_root=root).experiment("op3_downstream")
+
+
+def test_steps_creating_a_fresh_store_at_once_all_get_the_one_experiment(tmp_path):
+    """Three processes ask a fresh SQLite store for one experiment at the same moment (partitions of a backfill
+    on a new home): without the store lock MLflow's schema migrations collide ("table … already exists")."""
+    import multiprocessing as mp
+
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    with mp.get_context("spawn").Pool(3) as pool:
+        ids = pool.map(_experiment_in_a_fresh_process, [(uri, str(tmp_path / "artifacts"))] * 3)
+    assert len(set(ids)) == 1
+    from mlflow import MlflowClient
+
+    names = sorted(e.name for e in MlflowClient(tracking_uri=uri).search_experiments())
+    assert names == ["Default", "op3_downstream"]
+
+
 def test_model_assets_materialize_through_compute_and_answer_sql(world, tmp_path, monkeypatch):
     """lpm_checkpoint → lpm_finetuned → compound_embeddings → lpm_results, the path `make demo` takes
     (local compute subprocess, real MLflow store, DuckDB views), on SYNTHETIC planted-truth shards."""

@@ -2,6 +2,7 @@
 compound's effect is the gene programs of the Morgan bits it carries (cpb_assets/demo/world.py) — reaches
 held-out compounds only through a structure descriptor, so Morgan must beat the descriptor-free variant."""
 import concurrent.futures as cf
+import multiprocessing as mp
 import warnings
 
 import dagster as dg
@@ -14,31 +15,36 @@ SEEDS = ["0", "1"]
 EPOCHS = 120  # fewer than the default 300: the same ranking in a quarter of the time
 
 
+def run(name, partition=None, config=None):
+    """Materialize one asset (and its checks) in the Dagster instance of $DAGSTER_HOME; a module-level
+    function so that spawned worker processes can run it."""
+    warnings.filterwarnings("ignore")
+    from cpb_jobs.definitions import ALL_ASSETS, ALL_CHECKS, defs
+
+    asset = next(a for a in ALL_ASSETS if a.key.to_user_string() == name)
+    sel = dg.AssetSelection.assets(asset) | dg.AssetSelection.checks_for_assets(asset)
+    key = dg.MultiPartitionKey(partition) if isinstance(partition, dict) else partition
+    with dg.DagsterInstance.get() as instance:
+        dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=sel, instance=instance, partition_key=key,
+                       resources=defs.resources, run_config={"ops": {name: {"config": config}}} if config else {},
+                       raise_on_error=True)
+
+
 @pytest.fixture(scope="module")
 def op3_results_home(tmp_path_factory):
     warnings.filterwarnings("ignore")
     home = demo_home(tmp_path_factory, "op3_home", ["op3"], until="de")
-    from cpb_jobs.definitions import ALL_ASSETS, ALL_CHECKS, defs
-
-    by_name = {a.key.to_user_string(): a for a in ALL_ASSETS}
-
-    def run(name, partition=None, config=None):
-        sel = dg.AssetSelection.assets(by_name[name]) | dg.AssetSelection.checks_for_assets(by_name[name])
-        with dg.DagsterInstance.get() as instance:
-            dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=sel, instance=instance, partition_key=partition,
-                           resources=defs.resources, run_config={"ops": {name: {"config": config}}} if config else {},
-                           raise_on_error=True)
 
     with home_environment(home):
         run("morgan_fingerprints")
         run("op3_targets")
         for descriptor in ("none", "morgan_fixed"):
             run("op3_descriptors", descriptor)
-        # the four predictor runs two at a time, as the demo's two workers do (each trains in its own compute
-        # subprocess, seeded, so the results do not depend on the order): 40 s instead of 76 s on 2 cores
-        keys = [dg.MultiPartitionKey({"descriptor": d, "seed": s}) for d in ("none", "morgan_fixed") for s in SEEDS]
-        with cf.ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda key: run("op3_predictions", key, {"epochs": EPOCHS}), keys))
+        # the four predictor runs two at a time in worker processes, as the demo's two workers do (Dagster's
+        # in-process runs are not thread-safe; the runs are seeded, so the results do not depend on the order)
+        keys = [{"descriptor": d, "seed": s} for d in ("none", "morgan_fixed") for s in SEEDS]
+        with cf.ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+            list(pool.map(run, ["op3_predictions"] * len(keys), keys, [{"epochs": EPOCHS}] * len(keys)))
         run("op3_results", config={"seeds": SEEDS})
     return home
 
