@@ -177,11 +177,11 @@ LPM_CHECKS = [lpm_split_leakage]
 
 # -- models (h8): checkpoints, fine-tune / scratch runs, compound embeddings, results ---------------------
 from cpb_assets.lpm import results as lpr  # noqa: E402
-from cpb_assets.lpm.train import TrainConfig, load_checkpoint, paper_config, select_source  # noqa: E402
+from cpb_assets.lpm.config import TrainConfig, paper_config, select_source  # noqa: E402
 from cpb_resources.compute import ComputeResource, ResourceRequest, WorkUnit  # noqa: E402
 from cpb_resources.mlflow import MlflowResource  # noqa: E402
 
-LPM_MODEL_MODULES = ["cpb_assets.lpm.model", "cpb_assets.lpm.train", "cpb_assets.lpm.workloads",
+LPM_MODEL_MODULES = ["cpb_assets.lpm.model", "cpb_assets.lpm.config", "cpb_assets.lpm.train", "cpb_assets.lpm.workloads",
                      "cpb_assets.lpm.results", "cpb_resources.mlflow"]
 MLFLOW_EXPERIMENT = "cpb-lpm"
 lpm_variant_partitions = dg.StaticPartitionsDefinition(list(lpr.CHECKPOINT_VARIANTS))
@@ -380,6 +380,8 @@ def compound_embeddings(context: dg.AssetExecutionContext, config: CompoundEmbed
     if not epochs:
         raise dg.Failure(description=f"no checkpoint of lpm_checkpoint[{variant.key}|{config.seed}] at {folder}")
     epoch = max(e for e in epochs if e <= config.epoch) if min(epochs) <= config.epoch else epochs[0]
+    from cpb_assets.lpm.train import load_checkpoint  # torch: imported by the step, not by the definitions
+
     ck = load_checkpoint(folder / f"epoch-{epoch:03d}.pt")
     weight = ck["model"]["perturbation_emb.bag.weight"].float().numpy()
     cids = list(ck["vocab"]["perturbations"])

@@ -14,7 +14,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from cpb_assets.lpm.train import (SPLITS, RunResult, ShardSource, TrainConfig, select_per_dataset, train)
+from cpb_assets.lpm.config import TrainConfig, select_per_dataset
+from cpb_assets.lpm.train import SPLITS, RunResult, ShardSource, train
 from cpb_resources.storage import atomic_path
 
 log = logging.getLogger(__name__)

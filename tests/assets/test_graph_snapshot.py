@@ -56,3 +56,16 @@ def test_code_version_covers_the_r_script(tmp_path):
     assert DE_CODE_SCRIPTS == ("r_scripts/limma_de.R",)
     assert version == code_version(*DE_CODE_MODULES, scripts=DE_CODE_SCRIPTS)
     assert version != code_version(*DE_CODE_MODULES)
+
+
+def test_definitions_load_without_torch():
+    """The code server, every demo worker and every `cpb` command load the definitions: torch (2 s of import)
+    is for the training and prediction steps only (cpb_assets/lpm/config.py holds the torch-free part)."""
+    import subprocess
+    import sys
+
+    code = "import sys, cpb_jobs.definitions; print(sorted(m for m in ('torch', 'cpb_assets.lpm.train') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
