@@ -18,7 +18,7 @@ import pyarrow.dataset as pads
 from dagster._core.definitions.partitions.mapping.partition_mapping import UpstreamPartitionsResult
 
 from cpb_assets.agreement import matching
-from cpb_assets.agreement.workloads import SCORE_COLUMNS, STRENGTH_COLUMNS
+from cpb_assets.agreement.columns import SCORE_COLUMNS, STRENGTH_COLUMNS
 from cpb_assets.datasets import DATASETS, dataset_partitions
 from cpb_assets.effects.assets import de_table
 from cpb_assets.versioning import code_version

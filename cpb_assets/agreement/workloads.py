@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 
+from cpb_assets.agreement.columns import SCORE_COLUMNS, STRENGTH_COLUMNS
 from cpb_assets.agreement.baselines import adjusted, baseline_scores, centroid_signatures, pair_baseline
 from cpb_assets.agreement.matching import condition_rows
 from cpb_assets.agreement.metrics import Signatures, metric_variants, score_all
@@ -22,12 +23,6 @@ log = logging.getLogger(__name__)
 
 DE_READ_COLUMNS = ["stratum", "contrast_id", "cell_type", "pubchem_cid", "dose_uM", "time_h", "gene", "logFC", "t",
                    "adj_P_within"]
-SCORE_COLUMNS = ["dataset_a", "dataset_b", "contrast_a", "contrast_b", "stratum_a", "stratum_b", "cell_type",
-                 "time_h", "pubchem_cid", "dose_a", "dose_b", "metric", "variant", "observed", "baseline",
-                 "baseline_a", "baseline_b", "adjusted", "n_genes"]
-STRENGTH_COLUMNS = ["dataset_a", "dataset_b", "contrast_a", "contrast_b", "cell_type", "time_h", "pubchem_cid",
-                    "dose_a", "dose_b", "n_genes", "mean_abs_t_a", "mean_abs_t_b", "mean_abs_t", "spearman_logfc",
-                    "spearman_t"]
 CHUNK = 256  # matched pairs scored per array block (bounds memory at CHUNK × genes × a few arrays)
 
 

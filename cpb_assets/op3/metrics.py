@@ -6,7 +6,6 @@ Pearson/Spearman, a zero vector for cosine) scores 0.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 METRICS = ("mrrmse", "mae", "pearson", "spearman", "cosine")
 
@@ -29,6 +28,8 @@ def row_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
 
     ``mrrmse`` per row is sqrt(mean over genes (y − ŷ)²); its mean over rows is MRRMSE.
     """
+    from scipy.stats import rankdata  # scipy.stats: ~1 s of import the Dagster definitions need not pay
+
     y = np.asarray(y, dtype=np.float64)
     p = _clean(pred)
     err = y - p
